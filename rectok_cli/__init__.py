@@ -1,0 +1,1 @@
+"""The ``rectok`` command line: parse, call :mod:`rectok_core`, present."""

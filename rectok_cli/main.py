@@ -1,0 +1,94 @@
+"""``rectok``: the command-line entry point (a thin layer over :mod:`rectok_core`)."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+from rectok_core.errors import RectokError
+
+from .options import split_overrides, with_config_options
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="RecTok: reconstruction distillation along rectified flow — tokenizers, generators, "
+                       "probes and metrics.")
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """RecTok: reconstruction distillation along rectified flow."""
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Print a RectokError as one line and exit 1 (no traceback); Ctrl-C exits 130."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except RectokError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return run
+
+
+def tokenizer_config(overrides: dict):
+    from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config, resume_config
+    from rectok_core.run import RunDir
+
+    preset = overrides.pop("preset", None) or "base"
+    if overrides.get("resume"):
+        from rectok_core import checkpoint
+
+        cfg = build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, preset, {**overrides})
+        ck = checkpoint.load(RunDir(cfg.run.out, True, False).latest, "tokenizer")
+        return resume_config(TokenizerTrainConfig, ck["config"], {"preset": overrides.get("preset"), **overrides})
+    return build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, preset, overrides)
+
+
+def _register_train_tokenizer() -> None:
+    from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+
+    @app.command("train-tokenizer")
+    @user_errors
+    @with_config_options(TokenizerTrainConfig, TOKENIZER_PRESETS)
+    def train_tokenizer(**kwargs):
+        """Stage-1 RecTok training: Flow Semantic Distillation + Reconstruction-Alignment Distillation.
+
+        Launch with torchrun for several GPUs or nodes. Every option defaults to the --preset's value.
+        """
+        from rectok_core.train_tokenizer import train_tokenizer as run
+
+        overrides, _ = split_overrides(TokenizerTrainConfig, kwargs)
+        cfg = tokenizer_config(overrides)
+        path = run(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            err.print(f"checkpoint: {path}")
+
+
+_register_train_tokenizer()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

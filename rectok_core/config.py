@@ -1,0 +1,331 @@
+"""Typed run configuration: one source of defaults, named presets, validation, JSON round trip.
+
+Every command's configuration is a dataclass whose fields carry their help text and allowed values in
+``metadata``; the CLI turns the (flattened) fields into options, so a flag can never exist without a field
+that the code reads, and a default is written in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import RectokError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, **kw) -> Any:
+    """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag."""
+    md = {"help": help, "choices": choices, "cli": cli}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
+    return field(default=default, metadata=md, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model configuration
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class TokenizerModelConfig:
+    image_size: int = opt(256, "image side in pixels")
+    patch_size: int = opt(16, "patch side in pixels (image_size/patch_size tokens per side)")
+    width: int = opt(768, "encoder and pixel-decoder width")
+    depth: int = opt(12, "encoder and pixel-decoder blocks")
+    heads: int = opt(12, "attention heads of encoder and pixel decoder")
+    dim: int = opt(128, "latent channels per token (C)")
+    sem_decoder: str = opt("transformer", "semantic decoder type", ("transformer", "mlp"))
+    sem_width: int = opt(192, "semantic decoder width")
+    sem_depth: int = opt(3, "semantic decoder blocks")
+    sem_heads: int = opt(4, "semantic decoder heads")
+    rope: str = opt("rotation", "2-D RoPE: a true rotation, or the official non-orthogonal variant",
+                    ("rotation", "official"))
+    teacher_dim: int = opt(1024, "teacher feature width (set from --vfm; 0 = no semantic decoder)", cli=False)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.image_size // self.patch_size
+        return (n, n)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def validate(self) -> None:
+        positive("image_size", self.image_size)
+        positive("patch_size", self.patch_size)
+        positive("dim", self.dim)
+        for name in ("width", "depth", "heads", "sem_width", "sem_depth", "sem_heads"):
+            positive(name, getattr(self, name))
+        if self.image_size % self.patch_size:
+            raise RectokError(f"--image-size {self.image_size} is not a multiple of --patch-size {self.patch_size}")
+        for w, h, name in ((self.width, self.heads, "width/heads"), (self.sem_width, self.sem_heads, "sem-width/sem-heads")):
+            if w % h or (w // h) % 4:
+                raise RectokError(f"{name} = {w}/{h}: the head dim must be an integer divisible by 4 (2-D RoPE)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training configuration shared by every training command
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    data: str = opt("digits", "training data: an ImageFolder dir (uses DIR/train if present), a 'path label' "
+                              "list file, or 'digits' (built-in scikit-learn digits)")
+    out: str = opt("runs/tokenizer", "run directory (config, metrics, checkpoints, images)")
+    resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
+    seed: int = opt(1, "random seed (each process adds its rank)")
+    batch_size: int = opt(64, "images per process per optimizer step")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    epochs: float = opt(200.0, "training length in epochs (ignored when --steps is set)")
+    steps: int = opt(0, "training length in optimizer steps (0: from --epochs)")
+    workers: int = opt(4, "data-loading worker processes per rank")
+    device: str = opt("auto", "cuda, cpu or auto")
+    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", ("auto", "bf16", "fp32"))
+    compile: bool = opt(False, "torch.compile the model")
+    log_every: int = opt(20, "steps between metric log lines")
+    ckpt_every: int = opt(1000, "steps between checkpoints (one is always written at the end)")
+    keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: keep only the latest)")
+    image_every: int = opt(1000, "steps between reconstruction/sample image grids")
+    strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+
+    def validate(self) -> None:
+        positive("batch_size", self.batch_size)
+        positive("grad_accum", self.grad_accum)
+        positive("log_every", self.log_every)
+        positive("ckpt_every", self.ckpt_every)
+        positive("image_every", self.image_every)
+        nonneg("steps", self.steps)
+        nonneg("workers", self.workers)
+        nonneg("keep_every", self.keep_every)
+        if self.steps == 0 and not self.epochs > 0:
+            raise RectokError("set a positive --epochs or --steps")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class OptimConfig:
+    blr: float = opt(1e-4, "base learning rate; lr = blr × global batch / 256")
+    lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine decay")
+    warmup: float = opt(0.25, "linear warm-up, as a fraction of the run (0.25 = 50 of 200 epochs)")
+    weight_decay: float = opt(1e-4, "AdamW weight decay (not on norms, biases, embeddings, tokens)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(3.0, "global gradient-norm clip (0: off)")
+    ema: float = opt(0.999, "EMA decay of the trained weights")
+
+    def validate(self) -> None:
+        nonneg("blr", self.blr)
+        nonneg("lr", self.lr)
+        nonneg("min_lr", self.min_lr)
+        nonneg("weight_decay", self.weight_decay)
+        nonneg("grad_clip", self.grad_clip)
+        fraction("warmup", self.warmup)
+        fraction("ema", self.ema)
+        fraction("beta1", self.beta1)
+        fraction("beta2", self.beta2)
+        if self.blr == 0 and self.lr == 0:
+            raise RectokError("the learning rate is zero: set --blr or --lr")
+
+
+@dataclass
+class TokenizerLossConfig:
+    vfm: str = opt("dinov3", "teacher: dinov3 (ViT-L/16), dinov3-s/b/l, dinov2(-s/b/l), inception (offline FID "
+                             "InceptionV3 stand-in), none (no distillation)")
+    vfm_weights: str = opt("", "local teacher weights file (used instead of the hub)")
+    vfm_init: str = opt("pretrained", "teacher weights: pretrained, or random (speed tests only: meaningless "
+                                      "features)", ("pretrained", "random"))
+    vfm_resize: str = opt("native", "teacher input: native (one teacher patch per token) or the official "
+                                    "256→224→256 round trip", ("native", "official"))
+    t_schedule: str = opt("shift", "noise-level distribution of Flow Semantic Distillation",
+                          ("shift", "uniform", "lognorm"))
+    gamma: float = opt(1.0, "noise scale of FSD; 0 disables flow noise")
+    sem_input: str = opt("noisy", "semantic decoder input: noisy x_t (FSD) or clean z (x0-only alignment)",
+                         ("noisy", "clean"))
+    sem_target: str = opt("rec+align", "tokens in the semantic loss: all (rec+align), visible (align) or masked "
+                                       "(rec)", ("rec+align", "align", "rec"))
+    mask_min: float = opt(-0.1, "RAD mask ratio r = max(0, U(mask_min, mask_max))")
+    mask_max: float = opt(0.4, "upper end of the mask-ratio draw (0 disables masking)")
+    perceptual: str = opt("lpips", "perceptual loss", ("lpips", "lpips+convnext", "none"))
+    lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
+    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term")
+    rec_weight: float = opt(1.0, "pixel MSE weight")
+    perceptual_weight: float = opt(1.0, "perceptual loss weight")
+    kl_weight: float = opt(1e-6, "KL weight")
+    sem_weight: float = opt(1.0, "semantic (cosine) loss weight")
+    gan_weight: float = opt(0.1, "generator GAN loss weight (0.1 is what the official runs used)")
+    disc_start: float = opt(0.5, "start of the GAN, as a fraction of the run (0.5 = epoch 100 of 200; 1 = never)")
+    disc_norm: str = opt("batch", "discriminator normalisation", ("batch", "sync"))
+
+    def validate(self) -> None:
+        for name in ("gamma", "rec_weight", "perceptual_weight", "kl_weight", "sem_weight", "gan_weight"):
+            nonneg(name, getattr(self, name))
+        fraction("disc_start", self.disc_start)
+        if not -1 <= self.mask_min <= self.mask_max < 1:
+            raise RectokError(f"mask ratios need -1 <= --mask-min ({self.mask_min}) <= --mask-max ({self.mask_max}) < 1")
+
+
+@dataclass
+class TokenizerTrainConfig:
+    """``rectok train-tokenizer``: stage-1 RecTok training (FSD + RAD)."""
+    preset: str = opt("base", "named preset (sets the defaults of every other option)")
+    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+
+    def validate(self) -> None:
+        for part in (self.model, self.run, self.optim, self.loss):
+            part.validate()
+
+
+TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The official model (rectok_BB): ViT-B encoder and decoder, 16×16 tokens of 128 channels, DINOv3-L teacher.
+    "base": {},
+    # A CPU-sized model on the built-in digits: trains in seconds, for demos, tests and smoke runs.
+    "tiny": {
+        "model": dict(image_size=32, patch_size=4, width=64, depth=2, heads=4, dim=16,
+                      sem_width=32, sem_depth=1, sem_heads=2),
+        "run": dict(batch_size=32, epochs=0.0, steps=300, workers=0, log_every=10, ckpt_every=100,
+                    image_every=100, out="runs/tiny-tokenizer"),
+        "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
+        "loss": dict(vfm="inception", perceptual="none", disc_start=0.5),
+    },
+    # The imagenette-64 setting of the reproduction study: 64 px, patch 4 → the paper's 16×16 token grid.
+    "small64": {
+        "model": dict(image_size=64, patch_size=4, width=256, depth=4, heads=4, dim=32,
+                      sem_width=192, sem_depth=3, sem_heads=4),
+        "run": dict(batch_size=64, epochs=0.0, steps=5000, out="runs/small64-tokenizer"),
+        "optim": dict(blr=4e-4, warmup=0.05),
+        "loss": dict(vfm="inception", perceptual="none"),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------
+def positive(name: str, v: float) -> None:
+    if not v > 0:
+        raise RectokError(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+def nonneg(name: str, v: float) -> None:
+    if not v >= 0:
+        raise RectokError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+
+
+def fraction(name: str, v: float) -> None:
+    if not 0 <= v <= 1:
+        raise RectokError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, d: dict) -> Any:
+    """Rebuild a (nested) config dataclass from ``to_dict`` output; unknown keys are an error."""
+    kwargs = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in names:
+            raise RectokError(f"unknown config key {k!r} for {cls.__name__} (written by a newer rectok?)")
+        sub = _nested_type(cls, k)
+        kwargs[k] = from_dict(sub, v) if sub is not None else v
+    return cls(**kwargs)
+
+
+def _nested_type(cls: type, name: str) -> type | None:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+        return f.default_factory
+    return None
+
+
+def flat_fields(cls: type) -> dict[str, tuple[tuple[str, ...], dataclasses.Field]]:
+    """Map each CLI-exposed leaf field name to its path inside the nested config (names are unique)."""
+    out: dict[str, tuple[tuple[str, ...], dataclasses.Field]] = {}
+
+    def walk(c: type, prefix: tuple[str, ...]) -> None:
+        for f in dataclasses.fields(c):
+            sub = _nested_type(c, f.name)
+            if sub is not None:
+                walk(sub, prefix + (f.name,))
+            elif f.metadata.get("cli", True):
+                if f.name in out:
+                    raise AssertionError(f"duplicate config field name {f.name}")
+                out[f.name] = (prefix + (f.name,), f)
+
+    walk(cls, ())
+    return out
+
+
+def get_path(cfg: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        cfg = getattr(cfg, p)
+    return cfg
+
+
+def set_path(cfg: Any, path: tuple[str, ...], value: Any) -> None:
+    for p in path[:-1]:
+        cfg = getattr(cfg, p)
+    setattr(cfg, path[-1], value)
+
+
+def build_config(cls: type, presets: dict[str, dict], preset: str, overrides: dict[str, Any]) -> Any:
+    """Defaults → preset → explicit overrides (flat names), then validation of allowed values."""
+    if preset not in presets:
+        raise RectokError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    cfg = cls()
+    cfg.preset = preset
+    for section, values in presets[preset].items():
+        for k, v in values.items():
+            setattr(getattr(cfg, section), k, v)
+    fields = flat_fields(cls)
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in fields:
+            raise RectokError(f"unknown option {k!r}")
+        set_path(cfg, fields[k][0], v)
+    check_choices(cfg)
+    cfg.validate()
+    return cfg
+
+
+def check_choices(cfg: Any) -> None:
+    for name, (path, f) in flat_fields(type(cfg)).items():
+        choices = f.metadata.get("choices")
+        v = get_path(cfg, path)
+        if choices and v not in choices:
+            raise RectokError(f"--{name.replace('_', '-')} {v!r}: choose one of {', '.join(map(str, choices))}")
+
+
+RESUME_MUTABLE = {"resume", "data", "steps", "epochs", "workers", "device", "log_every", "ckpt_every",
+                  "keep_every", "image_every", "strict_data", "compile"}
+
+
+def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
+    """The configuration saved with a run, plus the explicit flags that may change when resuming.
+
+    Any other explicit flag that differs from the saved run is an error rather than silently ignored.
+    """
+    cfg = from_dict(cls, saved)
+    fields = flat_fields(cls)
+    for k, v in overrides.items():
+        if v is None or k not in fields:
+            continue
+        old = get_path(cfg, fields[k][0])
+        if k in RESUME_MUTABLE:
+            set_path(cfg, fields[k][0], v)
+        elif v != old:
+            raise RectokError(f"--{k.replace('_', '-')} {v!r} differs from the run being resumed ({old!r}); "
+                              f"it cannot change on --resume")
+    check_choices(cfg)
+    cfg.validate()
+    return cfg
+
+
+def dumps(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)

@@ -1,0 +1,99 @@
+"""The run directory: resolved config, JSON-lines metrics, checkpoints and image grids.
+
+Layout::
+
+    OUT/config.json            resolved configuration (every default filled in)
+    OUT/metrics.jsonl          one JSON object per log step (and events such as resume or NaN stop)
+    OUT/checkpoints/latest.pt  newest checkpoint (atomic); step_XXXXXXX.pt milestones with --keep-every
+    OUT/images/*.png           reconstruction / sample grids
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import RectokError
+
+
+class RunDir:
+    def __init__(self, out: str | Path, resume: bool, is_main: bool = True):
+        self.path = Path(out)
+        self.ckpt_dir = self.path / "checkpoints"
+        self.image_dir = self.path / "images"
+        self.latest = self.ckpt_dir / "latest.pt"
+        self.is_main = is_main
+        if resume and not self.latest.is_file():
+            raise RectokError(f"--resume: no checkpoint to resume from at {self.latest}")
+        if not resume and self.latest.is_file():
+            raise RectokError(f"{self.path} already holds a run ({self.latest}); pass --resume to continue it "
+                              f"or choose another --out")
+        if is_main:
+            try:
+                for d in (self.path, self.ckpt_dir, self.image_dir):
+                    d.mkdir(parents=True, exist_ok=True)
+                probe = self.path / ".write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as e:
+                raise RectokError(f"cannot write to --out {self.path}: {e.strerror or e}") from None
+
+    def write_config(self, cfg_dict: dict) -> None:
+        if self.is_main:
+            tmp = self.path / ".config.json.tmp"
+            tmp.write_text(json.dumps(cfg_dict, indent=2) + "\n")
+            os.replace(tmp, self.path / "config.json")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            record = {"time": round(time.time(), 3), **record}
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record, default=_jsonable) + "\n")
+
+    def milestone(self, step: int) -> Path:
+        return self.ckpt_dir / f"step_{step:07d}.pt"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] (B, 3, H, W) → uint8 NHWC, rounded (not truncated)."""
+    x = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(rows: list[torch.Tensor], path: str | Path, pad: int = 2) -> None:
+    """Save rows of images in [-1, 1] (each (B, 3, H, W), same shape) as one PNG grid."""
+    arrs = [to_uint8(r) for r in rows]
+    n, h, w = arrs[0].shape[0], arrs[0].shape[1], arrs[0].shape[2]
+    canvas = np.full((len(arrs) * (h + pad) + pad, n * (w + pad) + pad, 3), 255, np.uint8)
+    for i, a in enumerate(arrs):
+        for j in range(n):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = a[j]
+    scale = max(1, math.ceil(256 / max(h, 1)) // 2)  # upscale tiny images so the grid is viewable
+    im = Image.fromarray(canvas)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)

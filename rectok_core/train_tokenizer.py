@@ -1,0 +1,240 @@
+"""Stage-1 RecTok training: Flow Semantic Distillation + Reconstruction-Alignment Distillation (recipe §1–3).
+
+Per step: mask (RAD) → encode visible tokens → sample the posterior → flow noise x_t (FSD) → pixel decoder and
+semantic decoder on x_t → MSE + perceptual + KL + cosine-to-teacher (+ GAN once it starts) → AdamW → EMA →
+discriminator step.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint, distributed
+from .config import TokenizerTrainConfig, to_dict
+from .data import ResumableSampler, build_dataset, build_loader, drop_bad
+from .engine import (EMA, FiniteGuard, StepRandom, Throughput, adamw, autocast, param_groups, progress,
+                     resolve_precision, set_lr, warmup_cosine)
+from .errors import DataError
+from .flow import sample_t, timestep_shift
+from .losses import DiscriminatorLoss, TokenizerLoss
+from .run import RunDir, save_grid
+from .tokenizer import RecTok, masked_token_flags, random_masking
+
+KIND = "tokenizer"
+
+
+def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
+    """The frozen teacher on the tokenizer's token grid (None for --vfm none); sets ``cfg.model.teacher_dim``."""
+    from .teachers import build_teacher
+
+    L = cfg.loss
+    teacher = build_teacher(L.vfm, L.vfm_weights or None, cfg.model.grid, cfg.model.image_size,
+                            resize=L.vfm_resize, pretrained="random" if L.vfm_init == "random" else "auto")
+    cfg.model.teacher_dim = 0 if teacher is None else teacher.dim
+    return None if teacher is None else teacher.to(device)
+
+
+def build_perceptual(cfg: TokenizerTrainConfig, device: torch.device):
+    if cfg.loss.perceptual == "none" or cfg.loss.perceptual_weight == 0:
+        return None
+    from .perceptual import PerceptualLoss
+
+    return PerceptualLoss(kind=cfg.loss.perceptual, vgg_weights=cfg.loss.lpips_vgg or None,
+                          convnext_weights=cfg.loss.convnext_weights or None).to(device)
+
+
+class Batches:
+    """Endless micro-batches from a resumable sampler: sets the epoch every epoch and can start mid-epoch."""
+
+    def __init__(self, dataset, sampler: ResumableSampler, batch_size: int, per_epoch: int, workers: int,
+                 device: torch.device):
+        self.sampler = sampler
+        self.batch_size, self.per_epoch = batch_size, per_epoch  # micro-batches used per epoch
+        self.loader = build_loader(dataset, sampler, batch_size, workers, device.type == "cuda")
+        self.bad = 0
+
+    def start(self, epoch: int, skip_batches: int) -> None:
+        self.epoch, self.left = epoch, self.per_epoch - skip_batches
+        self.sampler.set_epoch(epoch)  # every epoch (the official code never does)
+        self.sampler.set_start(skip_batches * self.batch_size)
+        self.it = iter(self.loader)  # the loader re-reads the sampler; persistent workers stay up
+
+    def next(self) -> dict:
+        while True:
+            if self.left == 0:
+                self.start(self.epoch + 1, 0)
+            self.left -= 1
+            batch, n_bad = drop_bad(next(self.it))
+            self.bad += n_bad
+            if batch["image"].shape[0] > 0:
+                return batch
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
+    """Run (or resume) stage-1 training; returns the path of the final checkpoint."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        distributed.cleanup()
+
+
+def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
+    R, O, L, M = cfg.run, cfg.optim, cfg.loss, cfg.model
+    dev = d.device
+    run = RunDir(R.out, R.resume, d.is_main)
+    torch.manual_seed(R.seed + d.rank)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    teacher = build_teacher_for(cfg, dev)  # fails fast offline without weights
+    perceptual = build_perceptual(cfg, dev)
+    dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
+    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
+                               drop_last=True, batch_size=R.batch_size)
+    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
+                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
+    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    warmup = int(O.warmup * total)
+    disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
+    global_batch = R.batch_size * R.grad_accum * d.world_size
+    base_lr = O.lr or O.blr * global_batch / 256
+
+    model = RecTok(M).to(dev)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), base_lr, (O.beta1, O.beta2), dev)
+    disc = opt_d = disc_loss = None
+    if L.gan_weight > 0 and disc_start <= total:
+        from .discriminator import NLayerDiscriminator
+
+        disc = NLayerDiscriminator(norm=L.disc_norm).to(dev)
+        opt_d = adamw(param_groups(disc, O.weight_decay), base_lr, (O.beta1, O.beta2), dev)
+    loss_fn = TokenizerLoss(L.rec_weight, L.perceptual_weight, L.kl_weight, L.sem_weight, L.gan_weight,
+                            L.sem_target, perceptual, disc)
+
+    step = 0
+    if R.resume:
+        ck = checkpoint.load(run.latest, KIND)
+        checkpoint.load_state_strict(model, ck["model"], f"{run.latest} model")
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        if disc is not None:
+            checkpoint.load_state_strict(disc, ck["disc"], f"{run.latest} discriminator")
+            opt_d.load_state_dict(ck["opt_d"])
+        checkpoint.set_rng_state(ck["rng"])
+        step = ck["step"]
+        run.log({"event": "resume", "step": step})
+    run.write_config(to_dict(cfg))
+
+    net = model
+    if d.enabled:
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if disc is not None:
+            disc_loss = DDP(DiscriminatorLoss(disc), device_ids=[dev.index] if dev.type == "cuda" else None)
+    elif disc is not None:
+        disc_loss = DiscriminatorLoss(disc)
+    if R.compile:
+        net = torch.compile(net, dynamic=True)
+
+    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
+    epoch, pos = divmod(step, steps_per_epoch)
+    batches.start(epoch, pos * R.grad_accum)
+    vis = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))]).to(dev)
+    s_shift = timestep_shift(*M.grid, M.dim)
+    rnd = StepRandom(R.seed, d.rank, dev)
+    guard, meter = FiniteGuard(dev), Throughput(dev)
+    sums: dict[str, torch.Tensor] = {}
+    n_sums = 0
+    prec = resolve_precision(dev, R.precision)
+    bar = progress(total, step, "train-tokenizer", d.is_main)
+    if d.is_main and step == 0:
+        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": base_lr,
+                 "global_batch": global_batch, "world_size": d.world_size, "precision": prec,
+                 "params_encoder_decoder": sum(p.numel() for n, p in model.named_parameters()
+                                               if not n.startswith("sem_decoder."))})
+
+    while step < total:
+        lr = warmup_cosine(step, total, warmup, base_lr, O.min_lr)
+        set_lr([o for o in (opt, opt_d) if o is not None], lr)
+        rnd.at(step)
+        gan_on = disc is not None and step >= disc_start
+        for micro in range(R.grad_accum):
+            img = batches.next()["image"].to(dev, non_blocking=True)
+            B = img.shape[0]
+            r = max(0.0, rnd.uniform(L.mask_min, L.mask_max)) if L.mask_max > 0 else 0.0
+            ids_keep = ids_restore = None
+            if r > 0:
+                ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
+            t = sample_t(B, L.t_schedule, s_shift, rnd.device, dev) if L.gamma > 0 else None
+            sync = micro == R.grad_accum - 1 or not d.enabled
+            with net.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, prec):
+                    out = net(img, ids_keep, ids_restore, t, L.sem_input, L.gamma, rnd.device)
+                    feats = teacher(img) if teacher is not None else None
+                n_vis = M.num_tokens if ids_keep is None else ids_keep.shape[1]
+                masked = masked_token_flags(ids_restore, n_vis, M.num_tokens, B, dev)
+                terms = loss_fn(img, out, feats, masked, gan_on)
+                (terms["loss"] / R.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), O.grad_clip if O.grad_clip > 0 else float("inf"),
+                                               foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        if gan_on:
+            d_terms = disc_loss(img, out["recon"])
+            d_terms["disc"].backward()
+            if O.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(disc.parameters(), O.grad_clip, foreach=True)
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+            terms.update(d_terms)
+        terms["grad_norm"] = gnorm
+        guard.observe(step + 1, {k: v for k, v in terms.items() if k != "grad_norm"})
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.detach().float()
+        n_sums += 1
+        meter.add(img.shape[0] * d.world_size * R.grad_accum)
+        step += 1
+        bar.update(1)
+
+        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+        if step % R.log_every == 0 or step == total:
+            vals = torch.stack(list(sums.values())).cpu().tolist()
+            rec = {k: v / n_sums for k, v in zip(sums, vals)}
+            rec["psnr"] = -10 * math.log10(max(rec["rec"], 1e-10))
+            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
+                       bad_images=batches.bad, gan=gan_on)
+            run.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.2f}", img_s=f"{rec['img_per_s']:.1f}")
+            sums, n_sums = {}, 0
+        if d.is_main and (step % R.image_every == 0 or step == total):
+            model.eval()
+            with autocast(dev, prec):
+                rows = [vis, model.reconstruct(vis), ema.module.reconstruct(vis)]
+            model.train()
+            save_grid(rows, run.image_dir / f"recon_{step:07d}.png")
+        if step % R.ckpt_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+            if d.is_main:
+                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
+                         "stage": "stage1", "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
+                         "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                         "disc": None if disc is None else disc.state_dict(),
+                         "opt_d": None if opt_d is None else opt_d.state_dict(), "rng": checkpoint.rng_state()}
+                checkpoint.save_atomic(state, run.latest)
+                if R.keep_every and step % R.keep_every == 0:
+                    checkpoint.save_atomic(state, run.milestone(step))
+    bar.close()
+    distributed.barrier()
+    if d.is_main:
+        run.log({"event": "done", "step": step})
+    return run.latest
+
