@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -49,18 +50,24 @@ def user_errors(fn: Callable) -> Callable:
     return run
 
 
-def tokenizer_config(overrides: dict):
-    from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config, resume_config
-    from rectok_core.run import RunDir
+def resolve_config(cls: type, presets: dict, overrides: dict, kind: str):
+    """Defaults → preset → flags for a new run; the saved config plus allowed flag changes for --resume."""
+    from rectok_core.config import build_config, resume_config
 
     preset = overrides.pop("preset", None) or "base"
     if overrides.get("resume"):
         from rectok_core import checkpoint
+        from rectok_core.run import RunDir
 
-        cfg = build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, preset, {**overrides})
-        ck = checkpoint.load(RunDir(cfg.run.out, True, False).latest, "tokenizer")
-        return resume_config(TokenizerTrainConfig, ck["config"], {"preset": overrides.get("preset"), **overrides})
-    return build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, preset, overrides)
+        cfg = build_config(cls, presets, preset, dict(overrides))
+        ck = checkpoint.load(RunDir(cfg.run.out, True, False).latest, kind)
+        return resume_config(cls, ck["config"], {"preset": overrides.get("preset"), **overrides})
+    return build_config(cls, presets, preset, overrides)
+
+
+def _done(path) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        err.print(f"checkpoint: {path}")
 
 
 def _register_train_tokenizer() -> None:
@@ -77,13 +84,37 @@ def _register_train_tokenizer() -> None:
         from rectok_core.train_tokenizer import train_tokenizer as run
 
         overrides, _ = split_overrides(TokenizerTrainConfig, kwargs)
-        cfg = tokenizer_config(overrides)
-        path = run(cfg)
-        if int(os.environ.get("RANK", "0")) == 0:
-            err.print(f"checkpoint: {path}")
+        _done(run(resolve_config(TokenizerTrainConfig, TOKENIZER_PRESETS, overrides, "tokenizer")))
+
+
+def _register_finetune_decoder() -> None:
+    from rectok_core.config import FINETUNE_PRESETS, FinetuneConfig
+
+    ckpt = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                             default=typer.Argument(..., help="stage-1 tokenizer checkpoint (train-tokenizer)"))
+
+    @app.command("finetune-decoder")
+    @user_errors
+    @with_config_options(FinetuneConfig, FINETUNE_PRESETS, extra=[ckpt])
+    def finetune_decoder(tokenizer: str, **kwargs):
+        """Stage 2: freeze the encoder, fine-tune the pixel decoder for reconstruction (MSE + perceptual + GAN).
+
+        The result is a tokenizer checkpoint that every downstream command accepts.
+        """
+        from rectok_core.train_tokenizer import finetune_decoder as run
+
+        overrides, _ = split_overrides(FinetuneConfig, kwargs)
+        cfg = resolve_config(FinetuneConfig, FINETUNE_PRESETS, overrides, "tokenizer")
+        if not cfg.run.resume:
+            cfg.tokenizer = tokenizer
+        elif os.path.abspath(tokenizer) != os.path.abspath(cfg.tokenizer):
+            raise RectokError(f"the run in {cfg.run.out} fine-tunes {cfg.tokenizer}, not {tokenizer}")
+        _done(run(cfg))
 
 
 _register_train_tokenizer()
+_register_finetune_decoder()
+__import__("rectok_cli.probe", fromlist=["register"]).register(app, user_errors)
 
 
 def main() -> None:

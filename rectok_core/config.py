@@ -14,6 +14,11 @@ from typing import Any
 from .errors import RectokError
 
 
+def section(cls: type, cli: bool = True, **defaults: Any) -> Any:
+    """A nested config section; ``defaults`` override the section's own field defaults for this command."""
+    return field(default_factory=lambda: cls(**defaults), metadata={"section": cls, "cli": cli})
+
+
 def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, **kw) -> Any:
     """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag."""
     md = {"help": help, "choices": choices, "cli": cli}
@@ -169,10 +174,10 @@ class TokenizerLossConfig:
 class TokenizerTrainConfig:
     """``rectok train-tokenizer``: stage-1 RecTok training (FSD + RAD)."""
     preset: str = opt("base", "named preset (sets the defaults of every other option)")
-    model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    model: TokenizerModelConfig = section(TokenizerModelConfig)
+    run: RunConfig = section(RunConfig)
+    optim: OptimConfig = section(OptimConfig)
+    loss: TokenizerLossConfig = section(TokenizerLossConfig)
 
     def validate(self) -> None:
         for part in (self.model, self.run, self.optim, self.loss):
@@ -198,6 +203,56 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "run": dict(batch_size=64, epochs=0.0, steps=5000, out="runs/small64-tokenizer"),
         "optim": dict(blr=4e-4, warmup=0.05),
         "loss": dict(vfm="inception", perceptual="none"),
+    },
+}
+
+
+@dataclass
+class DecoderLossConfig:
+    perceptual: str = opt("lpips", "perceptual loss", ("lpips", "lpips+convnext", "none"))
+    lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
+    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term")
+    rec_weight: float = opt(1.0, "pixel MSE weight")
+    perceptual_weight: float = opt(1.0, "perceptual loss weight")
+    gan_weight: float = opt(0.1, "generator GAN loss weight")
+    disc_start: float = opt(0.0, "start of the GAN (a fresh discriminator), as a fraction of the run")
+    disc_norm: str = opt("batch", "discriminator normalisation", ("batch", "sync"))
+
+    def validate(self) -> None:
+        for name in ("rec_weight", "perceptual_weight", "gan_weight"):
+            nonneg(name, getattr(self, name))
+        fraction("disc_start", self.disc_start)
+
+    def as_tokenizer_loss(self) -> TokenizerLossConfig:
+        """The stage-1 loss settings with everything but reconstruction switched off (recipe §3.2)."""
+        return TokenizerLossConfig(vfm="none", gamma=0.0, mask_min=0.0, mask_max=0.0, kl_weight=0.0,
+                                   sem_weight=0.0, **dataclasses.asdict(self))
+
+
+@dataclass
+class FinetuneConfig:
+    """``rectok finetune-decoder``: frozen encoder, pixel decoder fine-tuned for reconstruction (recipe §3.2)."""
+    preset: str = opt("base", "named preset (sets the defaults of every other option)")
+    tokenizer: str = opt("", "stage-1 tokenizer checkpoint to fine-tune", cli=False)
+    init: str = opt("ema", "stage-1 weights to start from (the EMA weights are what stage-1 evaluation uses)",
+                    ("ema", "raw"))
+    model: TokenizerModelConfig = section(TokenizerModelConfig, cli=False)
+    run: RunConfig = section(RunConfig, epochs=100.0, out="runs/decoder-ft")
+    optim: OptimConfig = section(OptimConfig, blr=5e-5, warmup=0.05)
+    loss: DecoderLossConfig = section(DecoderLossConfig)
+
+    def validate(self) -> None:
+        for part in (self.run, self.optim, self.loss):
+            part.validate()
+
+
+FINETUNE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "base": {},
+    "tiny": {
+        "run": dict(batch_size=32, epochs=0.0, steps=200, workers=0, log_every=10, ckpt_every=100,
+                    image_every=100, out="runs/tiny-decoder-ft"),
+        "optim": dict(blr=5e-3, warmup=0.05, ema=0.99),
+        "loss": dict(perceptual="none"),
     },
 }
 
@@ -238,9 +293,7 @@ def from_dict(cls: type, d: dict) -> Any:
 
 def _nested_type(cls: type, name: str) -> type | None:
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
-        return f.default_factory
-    return None
+    return f.metadata.get("section")
 
 
 def flat_fields(cls: type) -> dict[str, tuple[tuple[str, ...], dataclasses.Field]]:
@@ -251,7 +304,8 @@ def flat_fields(cls: type) -> dict[str, tuple[tuple[str, ...], dataclasses.Field
         for f in dataclasses.fields(c):
             sub = _nested_type(c, f.name)
             if sub is not None:
-                walk(sub, prefix + (f.name,))
+                if f.metadata.get("cli", True):
+                    walk(sub, prefix + (f.name,))
             elif f.metadata.get("cli", True):
                 if f.name in out:
                     raise AssertionError(f"duplicate config field name {f.name}")
@@ -329,3 +383,93 @@ def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
 
 def dumps(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator (DiT^DH) training: ``rectok train-dit`` (recipe §4)
+# ---------------------------------------------------------------------------------------------------------
+DIT_SIZES = ("S", "B", "L", "XL", "tiny")  # the keys of rectok_core.dit.DIT_PRESETS
+
+
+@dataclass
+class DiTModelConfig:
+    size: str = opt("XL", "DiT^DH size (set by --preset)", DIT_SIZES, cli=False)
+    class_dropout: float = opt(0.1, "label-dropout probability (trains the null class that CFG uses)")
+
+    def validate(self) -> None:
+        fraction("class_dropout", self.class_dropout)
+
+
+@dataclass
+class DiTLatentConfig:
+    tokenizer: str = opt("", "tokenizer checkpoint whose latents the DiT models (train-tokenizer / "
+                             "finetune-decoder); required")
+    tokenizer_weights: str = opt("ema", "tokenizer weights that encode the images", ("ema", "raw"))
+    cache_latents: str = opt("", "latent-cache folder, built there when missing (see cache-latents); training "
+                                 "then reads no image. Empty: encode the images every step (official)")
+    stats_dir: str = opt("", "folder of latent-statistics files keyed by the tokenizer's sha256 (empty: "
+                             "<rectok cache>/latent-stats); a latent cache holds its own")
+    encode_batch_size: int = opt(64, "images per batch when computing latent statistics or building the cache")
+
+    def validate(self) -> None:
+        if not self.tokenizer:
+            raise RectokError("--tokenizer is required: the tokenizer checkpoint whose latents the DiT models")
+        positive("encode_batch_size", self.encode_batch_size)
+
+
+@dataclass
+class DiTOptimConfig:
+    lr: float = opt(2e-4, "learning rate (absolute: not scaled with the batch size)")
+    min_lr: float = opt(2e-5, "learning rate at the end of the linear decay")
+    decay_start: float = opt(40.0, "epoch at which the linear decay starts (constant --lr before; official 40)")
+    decay_end: float = opt(800.0, "epoch at which the decay reaches --min-lr (constant after; official 800)")
+    weight_decay: float = opt(0.0, "AdamW weight decay (not on norms, biases, embeddings)")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(1.0, "global gradient-norm clip (0: off)")
+    ema: float = opt(0.9995, "EMA decay of the trained weights (the EMA samples and is evaluated)")
+
+    def validate(self) -> None:
+        positive("lr", self.lr)
+        nonneg("min_lr", self.min_lr)
+        nonneg("decay_start", self.decay_start)
+        nonneg("weight_decay", self.weight_decay)
+        nonneg("grad_clip", self.grad_clip)
+        for name in ("beta1", "beta2", "ema"):
+            fraction(name, getattr(self, name))
+        if self.decay_end < self.decay_start:
+            raise RectokError(f"--decay-end {self.decay_end} is before --decay-start {self.decay_start}")
+
+
+@dataclass
+class DiTTrainConfig:
+    """``rectok train-dit``: a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4)."""
+    preset: str = opt("XL", "named preset: the DiT^DH size and its recipe (sets the defaults of every other option)")
+    model: DiTModelConfig = section(DiTModelConfig)
+    latents: DiTLatentConfig = section(DiTLatentConfig)
+    run: RunConfig = section(RunConfig, batch_size=64, epochs=800.0, log_every=100, ckpt_every=1250,
+                             image_every=5000, out="runs/dit")
+    optim: DiTOptimConfig = section(DiTOptimConfig)
+
+    def validate(self) -> None:
+        for part in (self.model, self.latents, self.run, self.optim):
+            part.validate()
+
+
+DIT_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper's generator: 800-epoch schedule (lr held to epoch 40, linear to 2e-5 at 800), 64 images per
+    # GPU × 16 GPUs = 1024; the released checkpoints are epochs 80 and 600 of that schedule (--epochs 80/600).
+    "XL": {"model": dict(size="XL"), "run": dict(out="runs/dit-xl")},
+    "L": {"model": dict(size="L"), "run": dict(out="runs/dit-l")},
+    "B": {"model": dict(size="B"), "run": dict(out="runs/dit-b")},
+    # The AutoGuidance guide: DiT^DH-S, 30 epochs of the same schedule.
+    "S": {"model": dict(size="S"), "run": dict(epochs=30.0, out="runs/dit-s")},
+    # CPU-sized, on the tiny tokenizer's digits latents: a few hundred steps, for demos, tests and smoke runs.
+    "tiny": {
+        "model": dict(size="tiny"),
+        "run": dict(batch_size=32, epochs=0.0, steps=300, workers=0, log_every=10, ckpt_every=100,
+                    image_every=100, out="runs/tiny-dit"),
+        "optim": dict(lr=1e-3, min_lr=1e-4, decay_start=2.0, decay_end=7.0, ema=0.99),
+        "latents": dict(encode_batch_size=128),
+    },
+}

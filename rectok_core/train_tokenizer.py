@@ -1,4 +1,5 @@
-"""Stage-1 RecTok training: Flow Semantic Distillation + Reconstruction-Alignment Distillation (recipe §1–3).
+"""RecTok tokenizer training. Stage 1: Flow Semantic Distillation + Reconstruction-Alignment Distillation
+(recipe §1–3); stage 2: pixel-decoder fine-tuning on a frozen encoder (§3.2). One loop serves both.
 
 Per step: mask (RAD) → encode visible tokens → sample the posterior → flow noise x_t (FSD) → pixel decoder and
 semantic decoder on x_t → MSE + perceptual + KL + cosine-to-teacher (+ GAN once it starts) → AdamW → EMA →
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
-from .config import TokenizerTrainConfig, to_dict
+from .config import (FinetuneConfig, TokenizerLossConfig, TokenizerModelConfig, TokenizerTrainConfig, from_dict,
+                     to_dict)
 from .data import ResumableSampler, build_dataset, build_loader, drop_bad
 from .engine import (EMA, FiniteGuard, StepRandom, Throughput, adamw, autocast, param_groups, progress,
                      resolve_precision, set_lr, warmup_cosine)
@@ -38,13 +42,13 @@ def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
     return None if teacher is None else teacher.to(device)
 
 
-def build_perceptual(cfg: TokenizerTrainConfig, device: torch.device):
-    if cfg.loss.perceptual == "none" or cfg.loss.perceptual_weight == 0:
+def build_perceptual(loss: TokenizerLossConfig, device: torch.device):
+    if loss.perceptual == "none" or loss.perceptual_weight == 0:
         return None
     from .perceptual import PerceptualLoss
 
-    return PerceptualLoss(kind=cfg.loss.perceptual, vgg_weights=cfg.loss.lpips_vgg or None,
-                          convnext_weights=cfg.loss.convnext_weights or None).to(device)
+    return PerceptualLoss(kind=loss.perceptual, vgg_weights=loss.lpips_vgg or None,
+                          convnext_weights=loss.convnext_weights or None).to(device)
 
 
 class Batches:
@@ -74,17 +78,48 @@ class Batches:
                 return batch
 
 
+@dataclass
+class Plan:
+    """What distinguishes the two tokenizer stages; the loop below is shared."""
+    stage: str                                   # "stage1" or "decoder-ft"
+    model: TokenizerModelConfig
+    loss: TokenizerLossConfig                    # stage 2 switches noise, masking, KL and semantics off
+    init: Callable[[RecTok], None] | None = None  # load starting weights (fresh runs only)
+    frozen: tuple[str, ...] = ()                 # parameter-name prefixes that never train
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     """Run (or resume) stage-1 training; returns the path of the final checkpoint."""
     d = distributed.setup(cfg.run.device)
     try:
-        return _train(cfg, d)
+        teacher = build_teacher_for(cfg, d.device)  # fails fast offline without weights
+        return _fit(cfg, d, Plan("stage1", cfg.model, cfg.loss), teacher)
     finally:
         distributed.cleanup()
 
 
-def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
-    R, O, L, M = cfg.run, cfg.optim, cfg.loss, cfg.model
+def finetune_decoder(cfg: FinetuneConfig) -> Path:
+    """Stage 2 (recipe §3.2): freeze the encoder and posterior, fine-tune the pixel decoder on posterior
+    samples with MSE + perceptual + GAN (fresh discriminator). No flow noise, masking, KL or semantic loss; the
+    semantic decoder and the teacher are dropped. The EMA copies the frozen encoder exactly (§11.5)."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        ck = checkpoint.load(cfg.tokenizer, KIND)
+        cfg.model = from_dict(TokenizerModelConfig, {**ck["config"]["model"], "teacher_dim": 0})
+
+        def init(model: RecTok) -> None:
+            state = {k: v for k, v in ck["ema" if cfg.init == "ema" else "model"].items()
+                     if not k.startswith("sem_decoder.")}
+            checkpoint.load_state_strict(model, state, f"{cfg.tokenizer} ({cfg.init} weights)")
+
+        plan = Plan("decoder-ft", cfg.model, cfg.loss.as_tokenizer_loss(), init, frozen=("encoder.",))
+        return _fit(cfg, d, plan, teacher=None)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(cfg, d: distributed.Dist, plan: Plan, teacher) -> Path:
+    R, O, L, M = cfg.run, cfg.optim, plan.loss, plan.model
     dev = d.device
     run = RunDir(R.out, R.resume, d.is_main)
     torch.manual_seed(R.seed + d.rank)
@@ -92,8 +127,7 @@ def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    teacher = build_teacher_for(cfg, dev)  # fails fast offline without weights
-    perceptual = build_perceptual(cfg, dev)
+    perceptual = build_perceptual(L, dev)
     dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
     sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
                                drop_last=True, batch_size=R.batch_size)
@@ -107,7 +141,13 @@ def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
     global_batch = R.batch_size * R.grad_accum * d.world_size
     base_lr = O.lr or O.blr * global_batch / 256
 
-    model = RecTok(M).to(dev)
+    model = RecTok(M, semantic=teacher is not None)
+    if plan.init is not None and not R.resume:
+        plan.init(model)
+    for name, p in model.named_parameters():
+        if name.startswith(plan.frozen):
+            p.requires_grad_(False)
+    model.to(dev)
     ema = EMA(model, O.ema)
     opt = adamw(param_groups(model, O.weight_decay), base_lr, (O.beta1, O.beta2), dev)
     disc = opt_d = disc_loss = None
@@ -153,12 +193,13 @@ def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
     sums: dict[str, torch.Tensor] = {}
     n_sums = 0
     prec = resolve_precision(dev, R.precision)
-    bar = progress(total, step, "train-tokenizer", d.is_main)
+    bar = progress(total, step, plan.stage, d.is_main)
     if d.is_main and step == 0:
         run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": base_lr,
                  "global_batch": global_batch, "world_size": d.world_size, "precision": prec,
                  "params_encoder_decoder": sum(p.numel() for n, p in model.named_parameters()
-                                               if not n.startswith("sem_decoder."))})
+                                               if not n.startswith("sem_decoder.")),
+                 "params_trainable": sum(p.numel() for p in ema.live_params)})
 
     while step < total:
         lr = warmup_cosine(step, total, warmup, base_lr, O.min_lr)
@@ -182,7 +223,7 @@ def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
                 masked = masked_token_flags(ids_restore, n_vis, M.num_tokens, B, dev)
                 terms = loss_fn(img, out, feats, masked, gan_on)
                 (terms["loss"] / R.grad_accum).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), O.grad_clip if O.grad_clip > 0 else float("inf"),
+        gnorm = torch.nn.utils.clip_grad_norm_(ema.live_params, O.grad_clip if O.grad_clip > 0 else float("inf"),
                                                foreach=True)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -225,7 +266,7 @@ def _train(cfg: TokenizerTrainConfig, d: distributed.Dist) -> Path:
             guard.check(step, str(run.latest))
             if d.is_main:
                 state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
-                         "stage": "stage1", "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
+                         "stage": plan.stage, "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
                          "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                          "disc": None if disc is None else disc.state_dict(),
                          "opt_d": None if opt_d is None else opt_d.state_dict(), "rng": checkpoint.rng_state()}
