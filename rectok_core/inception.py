@@ -470,8 +470,8 @@ def extract_features_and_logits(
 class InceptionTeacher(nn.Module):
     """Frozen ImageNet-pretrained InceptionV3 features on the tokenizer's token grid (offline stand-in for DINO).
 
-    Input: (B,3,H,W) images in [-1, 1]. They are mapped to torch-fidelity's pixel scale, resized to 299x299
-    with its TF1.x-exact bilinear resize and normalised ``(x - 128) / 128`` -- the preprocessing the weights were
+    Input: (B,3,H,W) images in [-1, 1]. They are mapped to torch-fidelity's pixel scale, resized to
+    ``input_size`` (default 299, the FID resolution) with its TF1.x-exact bilinear resize and normalised ``(x - 128) / 128`` -- the preprocessing the weights were
     trained with -- then run up to ``layer``; the feature map is brought onto ``grid`` by adaptive average
     pooling (map at least as large as the grid) or bilinear interpolation (smaller map) and returned as
     (B, grid_h * grid_w, dim) tokens in row-major order.
@@ -491,8 +491,12 @@ class InceptionTeacher(nn.Module):
         weights: str | os.PathLike[str] | None = None,
         grid: tuple[int, int] = (16, 16),
         layer: str = "mixed_6e",
+        input_size: int | None = None,
     ):
         super().__init__()
+        self.input_size = int(input_size or INPUT_SIZE)
+        if self.input_size < 75:
+            raise ValueError(f"InceptionV3 needs inputs of at least 75 px, got {self.input_size}")
         layer = layer.lower()
         if layer not in MIXED_CHANNELS:
             choices = ", ".join(MIXED_CHANNELS)
@@ -519,10 +523,9 @@ class InceptionTeacher(nn.Module):
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         weight_dtype = next(self.parameters()).dtype
         pixels = (x.to(weight_dtype).clamp(-1, 1) + 1) * 127.5  # [0, 255], torch-fidelity's pixel scale
-        if pixels.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            pixels = interpolate_bilinear_2d_like_tensorflow1x(
-                pixels, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False
-            )
+        size = (self.input_size, self.input_size)
+        if pixels.shape[-2:] != size:
+            pixels = interpolate_bilinear_2d_like_tensorflow1x(pixels, size=size, align_corners=False)
         fmap = self.stages((pixels - 128) / 128)
         gh, gw = self.grid
         if fmap.shape[-2] >= gh and fmap.shape[-1] >= gw:

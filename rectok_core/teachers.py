@@ -600,7 +600,9 @@ def _build_inception(spec: TeacherSpec, weights: str | None, grid: tuple[int, in
         from .inception import InceptionTeacher  # lazy: written separately, optional for the other teachers
     except ImportError as e:
         raise RectokError(f"--vfm inception is unavailable: rectok_core.inception cannot be imported ({e})") from None
-    module = InceptionTeacher(weights=weights or None, grid=grid)
+    # "native" (§11.3): one Mixed_6e cell per token. Its map is floor((s − 27)/16) cells wide for an s-px input,
+    # so s = 16·g + 27 (283 px for the paper's 16×16 grid, close to the FID resolution of 299; 155 px for 8×8).
+    module = InceptionTeacher(weights=weights or None, grid=grid, input_size=16 * max(grid) + 27)
     dim = int(getattr(module, "dim"))
     if dim != spec.dim:
         raise RuntimeError(f"InceptionTeacher has dim {dim} but the teacher registry says {spec.dim}: "
