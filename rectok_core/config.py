@@ -136,7 +136,8 @@ class OptimConfig:
 @dataclass
 class TokenizerLossConfig:
     vfm: str = opt("dinov3", "teacher: dinov3 (ViT-L/16), dinov3-s/b/l, dinov2(-s/b/l), inception (offline FID "
-                             "InceptionV3 stand-in), none (no distillation)")
+                             "InceptionV3 Mixed_6e stand-in), inception-s (its cheap Mixed_5d), none (no "
+                             "distillation)")
     vfm_weights: str = opt("", "local teacher weights file (used instead of the hub)")
     vfm_init: str = opt("pretrained", "teacher weights: pretrained, or random (speed tests only: meaningless "
                                       "features)", ("pretrained", "random"))
@@ -194,7 +195,8 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "run": dict(batch_size=16, epochs=0.0, steps=200, workers=0, log_every=10, ckpt_every=100,
                     image_every=50, out="runs/tiny-tokenizer"),
         "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
-        "loss": dict(vfm="inception", perceptual="none", disc_start=0.5),
+        # no GAN: a 2.8M-parameter PatchGAN overwhelms a 0.2M-parameter tokenizer in a 200-step run
+        "loss": dict(vfm="inception-s", perceptual="none", gan_weight=0.0),
     },
     # The imagenette-64 setting of the reproduction study: 64 px, patch 4 → the paper's 16×16 token grid.
     "small64": {
@@ -252,7 +254,7 @@ FINETUNE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "run": dict(batch_size=32, epochs=0.0, steps=200, workers=0, log_every=10, ckpt_every=100,
                     image_every=100, out="runs/tiny-decoder-ft"),
         "optim": dict(blr=5e-3, warmup=0.05, ema=0.99),
-        "loss": dict(perceptual="none"),
+        "loss": dict(perceptual="none", gan_weight=0.0),  # see the tiny tokenizer preset
     },
 }
 

@@ -105,6 +105,10 @@ RESIZE_MODES = ("native", "official")
 PRETRAINED_MODES = ("auto", "pretrained", "random")
 #: ``Mixed_6e`` of InceptionV3 has 768 channels (the default layer of ``rectok_core.inception``).
 INCEPTION_DIM = 768
+#: ``Mixed_5d`` (the ``inception-s`` teacher) has 288 channels.
+INCEPTION_S_DIM = 288
+#: Per Inception layer: (name, cell stride in px, offset) — an s-px input gives floor((s − offset)/stride) cells.
+INCEPTION_LAYERS = {"inception": ("mixed_6e", 16, 27), "inception-s": ("mixed_5d", 8, 19)}
 
 # --------------------------------------------------------------------------------------------------------------
 # Offline detection
@@ -215,6 +219,9 @@ TEACHERS: dict[str, TeacherSpec] = {
     "inception": TeacherSpec("inception", "inception", INCEPTION_DIM, "inception", example_file="pt_inception.pth",
                              description="FID InceptionV3 Mixed_6e features, an offline stand-in (results must "
                                          "say so)"),
+    "inception-s": TeacherSpec("inception-s", "inception", INCEPTION_S_DIM, "inception",
+                               example_file="pt_inception.pth",
+                               description="FID InceptionV3 Mixed_5d features: ~7x cheaper, lower-level (CPU demos)"),
     "none": TeacherSpec("none", "none", 0, description="no teacher: no semantic decoder, no distillation"),
 }
 
@@ -600,13 +607,16 @@ def _build_inception(spec: TeacherSpec, weights: str | None, grid: tuple[int, in
         from .inception import InceptionTeacher  # lazy: written separately, optional for the other teachers
     except ImportError as e:
         raise RectokError(f"--vfm inception is unavailable: rectok_core.inception cannot be imported ({e})") from None
-    # "native" (§11.3): one Mixed_6e cell per token. Its map is floor((s − 27)/16) cells wide for an s-px input,
-    # so s = 16·g + 27 (283 px for the paper's 16×16 grid, close to the FID resolution of 299; 155 px for 8×8).
-    module = InceptionTeacher(weights=weights or None, grid=grid, input_size=16 * max(grid) + 27)
+    # "native" (§11.3): one feature-map cell per token. Mixed_6e's map is floor((s − 27)/16) cells wide for an
+    # s-px input, so s = 16·g + 27 (283 px for the paper's 16×16 grid, close to the FID resolution of 299; 155 px
+    # for 8×8); Mixed_5d's is floor((s − 19)/8), so s = 8·g + 19.
+    layer, stride, offset = INCEPTION_LAYERS[spec.name]
+    module = InceptionTeacher(weights=weights or None, grid=grid, layer=layer,
+                              input_size=max(75, stride * max(grid) + offset))
     dim = int(getattr(module, "dim"))
     if dim != spec.dim:
         raise RuntimeError(f"InceptionTeacher has dim {dim} but the teacher registry says {spec.dim}: "
-                           f"update TEACHERS['inception']")
+                           f"update TEACHERS[{spec.name!r}]")
     return WrappedTeacher(spec.name, module, grid, image_size, real=True,
                           source=str(weights) if weights else "inception default weights")
 

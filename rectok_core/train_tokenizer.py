@@ -86,14 +86,14 @@ class Plan:
     loss: TokenizerLossConfig                    # stage 2 switches noise, masking, KL and semantics off
     init: Callable[[RecTok], None] | None = None  # load starting weights (fresh runs only)
     frozen: tuple[str, ...] = ()                 # parameter-name prefixes that never train
+    teacher: Callable[[], torch.nn.Module | None] = lambda: None  # built after seeding (random-init teachers)
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     """Run (or resume) stage-1 training; returns the path of the final checkpoint."""
     d = distributed.setup(cfg.run.device)
     try:
-        teacher = build_teacher_for(cfg, d.device)  # fails fast offline without weights
-        return _fit(cfg, d, Plan("stage1", cfg.model, cfg.loss), teacher)
+        return _fit(cfg, d, Plan("stage1", cfg.model, cfg.loss, teacher=lambda: build_teacher_for(cfg, d.device)))
     finally:
         distributed.cleanup()
 
@@ -113,19 +113,20 @@ def finetune_decoder(cfg: FinetuneConfig) -> Path:
             checkpoint.load_state_strict(model, state, f"{cfg.tokenizer} ({cfg.init} weights)")
 
         plan = Plan("decoder-ft", cfg.model, cfg.loss.as_tokenizer_loss(), init, frozen=("encoder.",))
-        return _fit(cfg, d, plan, teacher=None)
+        return _fit(cfg, d, plan)
     finally:
         distributed.cleanup()
 
 
-def _fit(cfg, d: distributed.Dist, plan: Plan, teacher) -> Path:
+def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     R, O, L, M = cfg.run, cfg.optim, plan.loss, plan.model
     dev = d.device
     run = RunDir(R.out, R.resume, d.is_main)
-    torch.manual_seed(R.seed + d.rank)
+    torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    teacher = plan.teacher()  # fails fast offline without weights
 
     perceptual = build_perceptual(L, dev)
     dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
@@ -252,7 +253,7 @@ def _fit(cfg, d: distributed.Dist, plan: Plan, teacher) -> Path:
             rec = {k: v / n_sums for k, v in zip(sums, vals)}
             rec["psnr"] = -10 * math.log10(max(rec["rec"], 1e-10))
             rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
-                       bad_images=batches.bad, gan=gan_on)
+                       bad_images=batches.bad, gan_on=gan_on)
             run.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.2f}", img_s=f"{rec['img_per_s']:.1f}")
             sums, n_sums = {}, 0

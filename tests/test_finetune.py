@@ -23,8 +23,8 @@ def stage1(tmp_path_factory):
 
 def test_finetune_freezes_encoder_and_trains_decoder(stage1, tmp_path):
     out = tmp_path / "ft"
-    r = runner.invoke(app, ["finetune-decoder", str(stage1), "--preset", "tiny", "--steps", "60", "--batch-size", "16",
-                            "--out", str(out), "--log-every", "20"])
+    r = runner.invoke(app, ["finetune-decoder", str(stage1), "--preset", "tiny", "--steps", "40", "--batch-size", "16",
+                            "--out", str(out), "--log-every", "20", "--gan-weight", "0.1"])
     assert r.exit_code == 0, r.output
     s1 = checkpoint.load(stage1, "tokenizer")
     ft = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
@@ -37,7 +37,7 @@ def test_finetune_freezes_encoder_and_trains_decoder(stage1, tmp_path):
     changed = [k for k, v in ft["model"].items() if k.startswith("decoder.") and not torch.equal(v, s1["ema"][k])]
     assert len(changed) > 10
     rows = [m for m in read_metrics(out) if "loss" in m]
-    assert all(m["gan"] for m in rows) and "kl" in rows[0] and "sem" not in rows[0]
+    assert all(m["gan_on"] for m in rows) and "gan" in rows[0] and "sem" not in rows[0]
     start = next(m for m in read_metrics(out) if m.get("event") == "start")
     assert start["params_trainable"] < start["params_encoder_decoder"]
     model, meta = load_tokenizer(out / "checkpoints" / "latest.pt")
@@ -48,7 +48,7 @@ def test_finetune_freezes_encoder_and_trains_decoder(stage1, tmp_path):
 def test_finetune_reconstruction_improves_without_gan(stage1, tmp_path):
     out = tmp_path / "ft"
     r = runner.invoke(app, ["finetune-decoder", str(stage1), "--preset", "tiny", "--steps", "60", "--batch-size", "16",
-                            "--out", str(out), "--log-every", "10", "--gan-weight", "0"])
+                            "--out", str(out), "--log-every", "10"])
     assert r.exit_code == 0, r.output
     rec = [m["rec"] for m in read_metrics(out) if "rec" in m]
     assert rec[-1] < rec[0]

@@ -47,10 +47,10 @@ def _images(b: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 def test_registry_names_and_dims():
     assert set(TEACHERS) == {"dinov3", "dinov3-s", "dinov3-b", "dinov3-l", "dinov2", "dinov2-s", "dinov2-b",
-                             "dinov2-l", "inception", "none"}
+                             "dinov2-l", "inception", "inception-s", "none"}
     assert [teacher_dim(n) for n in ("dinov3", "dinov3-s", "dinov3-b", "dinov3-l")] == [1024, 384, 768, 1024]
     assert [teacher_dim(n) for n in ("dinov2", "dinov2-s", "dinov2-b", "dinov2-l")] == [1024, 384, 768, 1024]
-    assert teacher_dim("inception") == 768 and teacher_dim("none") == 0
+    assert teacher_dim("inception") == 768 and teacher_dim("inception-s") == 288 and teacher_dim("none") == 0
     assert TEACHERS["dinov3"].arch == "vit_large_patch16_dinov3" and TEACHERS["dinov3"].patch == 16
     assert TEACHERS["dinov2"].arch == "vit_large_patch14_dinov2" and TEACHERS["dinov2"].patch == 14
     assert build_teacher("none", None, grid=(16, 16), image_size=256) is None

@@ -28,13 +28,14 @@ def tiny_cfg(out, data="digits", **kw):
 def test_cli_run_leaves_checkpoint_config_metrics_and_image(tmp_path):
     out = tmp_path / "run"
     r = runner.invoke(app, ["train-tokenizer", "--preset", "tiny", "--vfm", "none", "--steps", "8",
-                            "--batch-size", "8", "--out", str(out), "--log-every", "4", "--disc-start", "0.5"])
+                            "--batch-size", "8", "--out", str(out), "--log-every", "4", "--disc-start", "0.5",
+                            "--gan-weight", "0.1"])
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["dim"] == 16 and cfg["run"]["steps"] == 8 and cfg["loss"]["vfm"] == "none"
     rows = [m for m in read_metrics(out) if "loss" in m]
     assert [m["step"] for m in rows] == [4, 8]
-    assert rows[0]["gan"] is False and rows[1]["gan"] is True and "disc" in rows[1]
+    assert rows[0]["gan_on"] is False and rows[1]["gan_on"] is True and "disc" in rows[1] and "gan" in rows[1]
     assert (out / "images" / "recon_0000008.png").is_file()
     ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ck["step"] == 8 and ck["config"] == cfg
@@ -44,7 +45,7 @@ def test_cli_run_leaves_checkpoint_config_metrics_and_image(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     """6 steps straight == 3 steps, stop, resume, 3 more (crossing epoch boundaries of a 24-image folder)."""
     data = make_image_folder(tmp_path / "data", classes=3, per_class=8, size=40)
-    kw = dict(mask_max=0.4, disc_start=0.3, vfm="dinov3-s", vfm_init="random", image_size=32)
+    kw = dict(mask_max=0.4, disc_start=0.3, gan_weight=0.1, vfm="dinov3-s", vfm_init="random", image_size=32)
     straight = tiny_cfg(tmp_path / "a", data, **kw)
     train_tokenizer(straight)
     # the same run, "killed" after step 3: keep only its step-3 checkpoint, then resume
@@ -85,7 +86,8 @@ def test_two_process_gloo_ddp(tmp_path):
     out = tmp_path / "ddp"
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "rectok_cli.main", "train-tokenizer", "--preset", "tiny", "--vfm", "none", "--steps", "4",
-           "--batch-size", "4", "--out", str(out), "--log-every", "2", "--disc-start", "0.5", "--device", "cpu"]
+           "--batch-size", "4", "--out", str(out), "--log-every", "2", "--disc-start", "0.5", "--gan-weight", "0.1",
+           "--device", "cpu"]
     p = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
