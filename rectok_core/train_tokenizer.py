@@ -174,15 +174,15 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
         run.log({"event": "resume", "step": step})
     run.write_config(to_dict(cfg))
 
-    net = model
+    net = model_ddp = model
     if d.enabled:
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = model_ddp = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         if disc is not None:
             disc_loss = DDP(DiscriminatorLoss(disc), device_ids=[dev.index] if dev.type == "cuda" else None)
     elif disc is not None:
         disc_loss = DiscriminatorLoss(disc)
     if R.compile:
-        net = torch.compile(net, dynamic=True)
+        net = torch.compile(net, dynamic=True)  # masking changes the token count: dynamic shapes
 
     batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
     epoch, pos = divmod(step, steps_per_epoch)
@@ -216,7 +216,7 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
                 ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
             t = sample_t(B, L.t_schedule, s_shift, rnd.device, dev) if L.gamma > 0 else None
             sync = micro == R.grad_accum - 1 or not d.enabled
-            with net.no_sync() if not sync else contextlib.nullcontext():
+            with model_ddp.no_sync() if not sync else contextlib.nullcontext():
                 with autocast(dev, prec):
                     out = net(img, ids_keep, ids_restore, t, L.sem_input, L.gamma, rnd.device)
                     feats = teacher(img) if teacher is not None else None

@@ -87,13 +87,13 @@ def test_two_process_gloo_ddp(tmp_path):
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "rectok_cli.main", "train-tokenizer", "--preset", "tiny", "--vfm", "none", "--steps", "4",
            "--batch-size", "4", "--out", str(out), "--log-every", "2", "--disc-start", "0.5", "--gan-weight", "0.1",
-           "--device", "cpu"]
+           "--grad-accum", "2", "--device", "cpu"]
     p = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ck["step"] == 4
     start = next(m for m in read_metrics(out) if m.get("event") == "start")
-    assert start["world_size"] == 2 and start["global_batch"] == 8
+    assert start["world_size"] == 2 and start["global_batch"] == 16
 
 
 @pytest.mark.parametrize("case", ["empty", "dim0", "unwritable", "nonimage_only", "offline_teacher"])
