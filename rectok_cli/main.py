@@ -115,6 +115,8 @@ def _register_finetune_decoder() -> None:
 _register_train_tokenizer()
 _register_finetune_decoder()
 __import__("rectok_cli.probe", fromlist=["register"]).register(app, user_errors)
+__import__("rectok_cli.generate", fromlist=["register"]).register(app, user_errors)
+__import__("rectok_cli.evaluate", fromlist=["register"]).register(app, user_errors)
 
 
 def main() -> None:

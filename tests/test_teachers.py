@@ -326,8 +326,9 @@ def test_official_resize_round_trip():
 
 
 class _FakeInception(nn.Module):
-    def __init__(self, weights=None, grid=(16, 16), layer="mixed_6e"):
+    def __init__(self, weights=None, grid=(16, 16), layer="mixed_6e", input_size=None):
         super().__init__()
+        self.input_size = input_size
         self.dim = 768
         self.grid = grid
         self.conv = nn.Conv2d(3, 768, 1)
@@ -345,6 +346,7 @@ def test_inception_registered_lazily(monkeypatch):
     assert isinstance(t, T.WrappedTeacher) and t.dim == teacher_dim("inception")
     y = t(_images())
     assert y.shape == (2, 16, 768) and not y.requires_grad
+    assert t.module.input_size == 16 * 4 + 27  # one Mixed_6e cell per token
     assert all(not p.requires_grad for p in t.parameters())
     with pytest.raises(RectokError):
         build_teacher("inception", None, grid=(4, 4), image_size=32, resize="official")

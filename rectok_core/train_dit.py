@@ -1,0 +1,216 @@
+"""DiT^DH training on a tokenizer's latents: class-conditional flow matching (recipe §4.2, §4.4, §4.5).
+
+Per step: ``(index, flip)`` keys from the resumable sampler → posterior moments (read from the latent cache, or
+encoded from the images by the frozen tokenizer) → posterior sample ``z = mean + std·ε`` → ``x1 = (z − μ_c)/σ_c``
+→ label-drop mask → ``t = 1 − shift(u)``, ``x0 ~ N(0, I)``, ``x_t = t·x1 + (1 − t)·x0`` → MSE(``v(x_t, t, y)``,
+``x1 − x0``) → AdamW (clip 1) → EMA. Every random draw of a step (ε, the drop mask, t, x0) comes from the step
+generator seeded by (seed, rank, step), so a resumed run continues exactly.
+
+Learning rate: ``--lr`` until epoch ``--decay-start``, then linear to ``--min-lr`` at epoch ``--decay-end``,
+constant after; no warm-up (the official 40 / 800 anchors hold for the 80- and 600-epoch checkpoints alike).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint, distributed
+from .config import DiTTrainConfig, to_dict
+from .data import ResumableSampler, build_dataset, drop_bad
+from .dit import build_dit
+from .engine import (EMA, FiniteGuard, StepRandom, Throughput, adamw, autocast, hold_then_linear, param_groups,
+                     progress, resolve_precision, set_lr)
+from .errors import CheckpointError, DataError
+from .flow import timestep_shift
+from .latents import LatentStats, encode_moments, ensure_latent_cache, load_or_compute_stats
+from .run import RunDir, save_grid
+from .sampling import preview_rows
+from .tokenizer import load_tokenizer
+from .train_tokenizer import Batches
+from .transport import flow_matching_loss
+
+KIND = "dit"
+IMAGENET_PREVIEW_CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]  # the official visualisation classes
+PREVIEW_STEPS = 25
+PREVIEW_PER_CLASS = 4
+
+
+def train_dit(cfg: DiTTrainConfig) -> Path:
+    """Run (or resume) DiT^DH training; returns the path of the final checkpoint."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        distributed.cleanup()
+
+
+class LatentBatches(Batches):
+    """:class:`~rectok_core.train_tokenizer.Batches` for samples that carry latents or images (it keys on
+    ``index``, which both kinds have, where the tokenizer's version keys on ``image``)."""
+
+    def next(self) -> dict:
+        while True:
+            if self.left == 0:
+                self.start(self.epoch + 1, 0)
+            self.left -= 1
+            batch, n_bad = drop_bad(next(self.it))
+            self.bad += n_bad
+            if batch["index"].shape[0] > 0:
+                return batch
+
+
+def preview_classes(num_classes: int) -> list[int]:
+    return IMAGENET_PREVIEW_CLASSES if num_classes == 1000 else list(range(min(8, num_classes)))
+
+
+def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
+    R, O, M, L = cfg.run, cfg.optim, cfg.model, cfg.latents
+    dev = d.device
+    run = RunDir(R.out, R.resume, d.is_main)
+    torch.manual_seed(R.seed + d.rank)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    prec = resolve_precision(dev, R.precision)
+    resumed = checkpoint.load(run.latest, KIND) if R.resume else None
+
+    tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
+    if resumed is not None and tmeta["sha256"] != resumed["tokenizer"]["sha256"]:
+        raise CheckpointError(f"tokenizer {L.tokenizer} (sha256 {tmeta['sha256'][:12]}) is not the one the run in "
+                              f"{R.out} trains on (sha256 {resumed['tokenizer']['sha256'][:12]})")
+    (h, w), C = tokenizer.cfg.grid, tokenizer.cfg.dim
+    if L.cache_latents:
+        dataset = ensure_latent_cache(L.cache_latents, tokenizer, tmeta, R.data, d, batch_size=L.encode_batch_size,
+                                      workers=R.workers, strict=R.strict_data)
+        stats: LatentStats | None = dataset.stats
+    else:
+        dataset = build_dataset(R.data, tokenizer.cfg.image_size, split="train", strict=R.strict_data)
+        if not dataset.has_labels:
+            raise DataError(f"{R.data} is unlabelled: the class-conditional generator needs class labels")
+        stats = None if resumed else load_or_compute_stats(tokenizer, tmeta, dataset, L.stats_dir, d,
+                                                           L.encode_batch_size, R.workers)
+    classes = list(dataset.classes)
+    if resumed is not None:
+        stats = LatentStats.from_state(resumed["latent_stats"])  # the statistics the run started with
+        if classes != list(resumed["classes"]):
+            raise DataError(f"{R.data} has other classes than the run being resumed ({len(classes)} vs "
+                            f"{len(resumed['classes'])})")
+    assert stats is not None
+
+    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
+                               drop_last=True, batch_size=R.batch_size)
+    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
+                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
+    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    decay_start, decay_end = round(O.decay_start * steps_per_epoch), round(O.decay_end * steps_per_epoch)
+    global_batch = R.batch_size * R.grad_accum * d.world_size
+
+    model = build_dit(M.size, in_channels=C, input_size=h, num_classes=len(classes),
+                      class_dropout=M.class_dropout).to(dev)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), O.lr, (O.beta1, O.beta2), dev)
+    step = 0
+    if resumed is not None:
+        checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
+        ema.load_state_dict(resumed["ema"])
+        opt.load_state_dict(resumed["opt"])
+        checkpoint.set_rng_state(resumed["rng"])
+        step = resumed["step"]
+        run.log({"event": "resume", "step": step})
+    run.write_config(to_dict(cfg))
+
+    net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if d.enabled else model
+    if R.compile:
+        net = torch.compile(net)
+    batches = LatentBatches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
+    epoch, pos = divmod(step, steps_per_epoch)
+    batches.start(epoch, pos * R.grad_accum)
+    shift = timestep_shift(h, w, C)
+    rnd = StepRandom(R.seed, d.rank, dev)
+    guard, meter = FiniteGuard(dev), Throughput(dev)
+    sums: dict[str, torch.Tensor] = {}
+    n_sums = 0
+    bar = progress(total, step, "train-dit", d.is_main)
+    if d.is_main and step == 0:
+        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": O.lr,
+                 "decay_steps": [decay_start, decay_end], "global_batch": global_batch, "world_size": d.world_size,
+                 "precision": prec, "shift": shift, "latents": "cache" if L.cache_latents else "online",
+                 "latent_shape": [C, h, w], "num_classes": len(classes),
+                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+
+    while step < total:
+        lr = hold_then_linear(step, decay_start, decay_end, O.lr, O.min_lr)
+        set_lr([opt], lr)
+        rnd.at(step)
+        for micro in range(R.grad_accum):
+            batch = batches.next()
+            y = batch["label"].to(dev, non_blocking=True)
+            if L.cache_latents:
+                mean = batch["mean"].to(dev, non_blocking=True)
+                logvar = batch["logvar"].to(dev, non_blocking=True)
+            else:
+                mean, logvar = encode_moments(tokenizer, batch["image"].to(dev, non_blocking=True), prec)
+            eps = torch.randn(mean.shape, generator=rnd.device, device=dev)
+            x1 = stats.normalize(mean + torch.exp(0.5 * logvar) * eps)  # posterior sample, normalised
+            drop = model.draw_drop_mask(y.shape[0], rnd.device, dev)
+            sync = micro == R.grad_accum - 1 or not d.enabled
+            with net.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, prec):
+                    loss, _ = flow_matching_loss(net, x1, y, rnd.device, shift, drop_mask=drop)
+                (loss / R.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), O.grad_clip if O.grad_clip > 0 else float("inf"),
+                                               foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        terms = {"loss": loss.detach(), "grad_norm": gnorm, "latent_std": x1.detach().std()}
+        guard.observe(step + 1, {"loss": terms["loss"]})
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0) + v.float()
+        n_sums += 1
+        meter.add(y.shape[0] * d.world_size * R.grad_accum)
+        step += 1
+        bar.update(1)
+
+        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+        if step % R.log_every == 0 or step == total:
+            vals = torch.stack(list(sums.values())).cpu().tolist()
+            rec = {k: v / n_sums for k, v in zip(sums, vals)}
+            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
+                       bad_images=batches.bad)
+            run.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
+            sums, n_sums = {}, 0
+        if d.is_main and (step % R.image_every == 0 or step == total):
+            rows = preview_rows(ema.module, tokenizer, stats, preview_classes(len(classes)), PREVIEW_PER_CLASS,
+                                R.seed, PREVIEW_STEPS, dev, prec)
+            save_grid(rows, run.image_dir / f"samples_{step:07d}.png")
+        if step % R.ckpt_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+            if d.is_main:
+                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
+                         "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
+                         "dit_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+                         "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": checkpoint.rng_state(),
+                         "tokenizer": {"path": os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
+                                       "weights": tmeta["weights"], "image_size": tokenizer.cfg.image_size,
+                                       "grid": [h, w], "channels": C},
+                         "latent_stats": stats.state(), "num_classes": len(classes), "classes": classes,
+                         "latents": os.path.abspath(L.cache_latents) if L.cache_latents else "online"}
+                checkpoint.save_atomic(state, run.latest)
+                if R.keep_every and step % R.keep_every == 0:
+                    checkpoint.save_atomic(state, run.milestone(step))
+    bar.close()
+    distributed.barrier()
+    if d.is_main:
+        run.log({"event": "done", "step": step})
+    return run.latest
