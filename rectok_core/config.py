@@ -192,8 +192,8 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "model": dict(image_size=32, patch_size=4, width=64, depth=2, heads=4, dim=16,
                       sem_width=32, sem_depth=1, sem_heads=2),
-        "run": dict(batch_size=16, epochs=0.0, steps=200, workers=0, log_every=10, ckpt_every=100,
-                    image_every=50, out="runs/tiny-tokenizer"),
+        "run": dict(batch_size=16, epochs=0.0, steps=500, workers=0, log_every=20, ckpt_every=250,
+                    image_every=100, out="runs/tiny-tokenizer"),
         "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
         # no GAN: a 2.8M-parameter PatchGAN overwhelms a 0.2M-parameter tokenizer in a 200-step run
         "loss": dict(vfm="inception-s", perceptual="none", gan_weight=0.0),
