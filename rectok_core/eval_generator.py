@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .errors import DataError, RectokError
-from .fid import (center_crop_adm, feature_stats, file_sha256, frechet_distance, inception_score, kid,
+from .fid import (ImageFiles, feature_stats, file_sha256, frechet_distance, inception_score, kid,
                   list_images, load_stats, load_stats_meta, precision_recall)
 from .inception import FEATURE_DIM, InceptionFeatures, extract_features, extract_features_and_logits
 from .latents import write_json_atomic
@@ -45,25 +44,6 @@ IS_SPLITS = 10
 PR_K = 3
 
 
-class _Files(Dataset):
-    """``(index, uint8 (3, H, W) tensor or None, error)`` for image files, optionally ADM-center-cropped."""
-
-    def __init__(self, files: list[Path], image_size: int | None):
-        self.files, self.image_size = files, image_size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
-        try:
-            with Image.open(self.files[i]) as im:
-                rgb = im.convert("RGB")
-            arr = center_crop_adm(rgb, self.image_size) if self.image_size else np.asarray(rgb)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            return i, None, f"{type(e).__name__}: {e}"
-        return i, torch.from_numpy(np.array(arr)).permute(2, 0, 1), ""
-
-
 def _as_list(items: list) -> list:
     return items
 
@@ -72,7 +52,7 @@ def _file_batches(files: list[Path], batch_size: int, workers: int, image_size: 
                   skipped: list[str]) -> Iterator[torch.Tensor]:
     """Same-shape uint8 batches of the readable ``files`` (unreadable ones: an error when ``strict``, else
     skipped, logged and listed in ``skipped``)."""
-    loader = DataLoader(_Files(files, image_size), batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
+    loader = DataLoader(ImageFiles(files, image_size), batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
     for items in loader:
         by_shape: dict[tuple[int, ...], list[torch.Tensor]] = defaultdict(list)
         for i, img, error in items:

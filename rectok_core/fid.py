@@ -244,7 +244,7 @@ def center_crop_adm(image: Image.Image, image_size: int) -> np.ndarray:
     return arr[top : top + image_size, left : left + image_size]
 
 
-class _ImageFiles(Dataset):
+class ImageFiles(Dataset):
     """(index, (3,H,W) uint8 tensor or None when the file cannot be decoded, error text)."""
 
     def __init__(self, files: list[Path], image_size: int | None):
@@ -303,7 +303,7 @@ def folder_stats(
     device = torch.device(device) if device is not None else default_device()
     model.to(device).eval()
     loader = DataLoader(
-        _ImageFiles(files, image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
+        ImageFiles(files, image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate
     )
     feats: list[np.ndarray] = []
     skipped: list[str] = []
