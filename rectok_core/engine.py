@@ -160,6 +160,26 @@ class NonFiniteLoss(RectokError):
     pass
 
 
+class MetricWindow:
+    """Running sums of a step's loss terms on the device, averaged (one host sync) at each log step."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float()
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        """The window's averages; the window starts again empty."""
+        vals = torch.stack(list(self.sums.values())).cpu().tolist() if self.sums else []
+        out = {k: v / max(self.n, 1) for k, v in zip(self.sums, vals)}
+        self.sums, self.n = {}, 0
+        return out
+
+
 class Throughput:
     """Images per second over the last logging window, device-synchronised."""
 

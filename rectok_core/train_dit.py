@@ -24,8 +24,8 @@ from . import checkpoint, distributed
 from .config import DiTTrainConfig, to_dict
 from .data import ResumableSampler, build_dataset, drop_bad
 from .dit import build_dit
-from .engine import (EMA, FiniteGuard, StepRandom, Throughput, adamw, autocast, hold_then_linear, param_groups,
-                     progress, resolve_precision, set_lr)
+from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, hold_then_linear,
+                     param_groups, progress, resolve_precision, set_lr)
 from .errors import CheckpointError, DataError
 from .flow import timestep_shift
 from .latents import LatentStats, encode_moments, ensure_latent_cache, load_or_compute_stats
@@ -136,8 +136,7 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     shift = timestep_shift(h, w, C)
     rnd = StepRandom(R.seed, d.rank, dev)
     guard, meter = FiniteGuard(dev), Throughput(dev)
-    sums: dict[str, torch.Tensor] = {}
-    n_sums = 0
+    window = MetricWindow()
     bar = progress(total, step, "train-dit", d.is_main)
     if d.is_main and step == 0:
         run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": O.lr,
@@ -173,9 +172,7 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
         ema.update(model)
         terms = {"loss": loss.detach(), "grad_norm": gnorm, "latent_std": x1.detach().std()}
         guard.observe(step + 1, {"loss": terms["loss"]})
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v.float()
-        n_sums += 1
+        window.add(terms)
         meter.add(y.shape[0] * d.world_size * R.grad_accum)
         step += 1
         bar.update(1)
@@ -183,13 +180,11 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
         if dev.type == "cpu" or step % R.log_every == 0 or step == total:
             guard.check(step, str(run.latest))
         if step % R.log_every == 0 or step == total:
-            vals = torch.stack(list(sums.values())).cpu().tolist()
-            rec = {k: v / n_sums for k, v in zip(sums, vals)}
+            rec = window.means()
             rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
                        bad_images=batches.bad)
             run.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
-            sums, n_sums = {}, 0
         if d.is_main and (step % R.image_every == 0 or step == total):
             rows = preview_rows(ema.module, tokenizer, stats, preview_classes(len(classes)), PREVIEW_PER_CLASS,
                                 R.seed, PREVIEW_STEPS, dev, prec)

@@ -20,8 +20,8 @@ from . import checkpoint, distributed
 from .config import (FinetuneConfig, TokenizerLossConfig, TokenizerModelConfig, TokenizerTrainConfig, from_dict,
                      to_dict)
 from .data import ResumableSampler, build_dataset, build_loader, drop_bad
-from .engine import (EMA, FiniteGuard, StepRandom, Throughput, adamw, autocast, param_groups, progress,
-                     resolve_precision, set_lr, warmup_cosine)
+from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, param_groups,
+                     progress, resolve_precision, set_lr, warmup_cosine)
 from .errors import DataError
 from .flow import sample_t, timestep_shift
 from .losses import DiscriminatorLoss, TokenizerLoss
@@ -191,8 +191,7 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     s_shift = timestep_shift(*M.grid, M.dim)
     rnd = StepRandom(R.seed, d.rank, dev)
     guard, meter = FiniteGuard(dev), Throughput(dev)
-    sums: dict[str, torch.Tensor] = {}
-    n_sums = 0
+    window = MetricWindow()
     prec = resolve_precision(dev, R.precision)
     bar = progress(total, step, plan.stage, d.is_main)
     if d.is_main and step == 0:
@@ -239,9 +238,7 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
             terms.update(d_terms)
         terms["grad_norm"] = gnorm
         guard.observe(step + 1, {k: v for k, v in terms.items() if k != "grad_norm"})
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0) + v.detach().float()
-        n_sums += 1
+        window.add(terms)
         meter.add(img.shape[0] * d.world_size * R.grad_accum)
         step += 1
         bar.update(1)
@@ -249,14 +246,12 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
         if dev.type == "cpu" or step % R.log_every == 0 or step == total:
             guard.check(step, str(run.latest))
         if step % R.log_every == 0 or step == total:
-            vals = torch.stack(list(sums.values())).cpu().tolist()
-            rec = {k: v / n_sums for k, v in zip(sums, vals)}
+            rec = window.means()
             rec["psnr"] = -10 * math.log10(max(rec["rec"], 1e-10))
             rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
                        bad_images=batches.bad, gan_on=gan_on)
             run.log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.2f}", img_s=f"{rec['img_per_s']:.1f}")
-            sums, n_sums = {}, 0
         if d.is_main and (step % R.image_every == 0 or step == total):
             model.eval()
             with autocast(dev, prec):
