@@ -59,22 +59,28 @@ def load(path: str | Path, kind: str | None = None, map_location: str | torch.de
     return ckpt
 
 
-def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error listing the first mismatches."""
+def describe_mismatch(module: torch.nn.Module, state: dict) -> str | None:
+    """One line naming how ``state`` differs from ``module``'s state dict (None when it fits exactly)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shape:
-        parts = []
-        if shape:
-            parts.append(f"shape mismatch: {', '.join(shape[:3])}")
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected: {', '.join(unexpected[:3])}")
-        raise CheckpointError(f"{what} does not match the model ({'; '.join(parts)})")
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} of the wrong shape (shape mismatch: {shapes[0]})")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return "; ".join(parts) or None
+
+
+def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error describing the first mismatches."""
+    problem = describe_mismatch(module, state)
+    if problem:
+        raise CheckpointError(f"{what} does not match the model ({problem})")
     module.load_state_dict(state, strict=True)
 
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import describe_mismatch
 from .errors import CheckpointError, RectokError, WeightsNotFound
 
 logger = logging.getLogger(__name__)
@@ -145,20 +146,9 @@ def vgg16_to_lpips_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def _strict_load(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: str) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} of the wrong shape (e.g. {shapes[0]})")
-        raise CheckpointError(f"{source} is not a {what} state dict: {'; '.join(parts)}")
+    problem = describe_mismatch(module, sd)
+    if problem:
+        raise CheckpointError(f"{source} is not a {what} state dict: {problem}")
     module.load_state_dict(sd, strict=True)
 
 

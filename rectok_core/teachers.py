@@ -76,6 +76,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checkpoint import describe_mismatch
 from .errors import CheckpointError, RectokError, WeightsNotFound
 
 logger = logging.getLogger(__name__)
@@ -490,22 +491,6 @@ def _drop_zero_qkv_bias(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.endswith(drop)}
 
 
-def _describe_mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if shapes:
-        parts.append(f"{len(shapes)} of the wrong shape (e.g. {shapes[0]})")
-    return "; ".join(parts) or None
-
-
 def _load_into(model: nn.Module, spec: TeacherSpec, arch: str, sd: dict[str, torch.Tensor], path: str,
                flag: str) -> None:
     """Convert ``sd`` to timm's layout for ``model`` and load it strictly."""
@@ -518,7 +503,7 @@ def _load_into(model: nn.Module, spec: TeacherSpec, arch: str, sd: dict[str, tor
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{flag} {path} does not fit --vfm {spec.name} ({arch}): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    problem = _describe_mismatch(model, filtered)
+    problem = describe_mismatch(model, filtered)
     if problem:
         raise CheckpointError(f"{flag} {path} does not fit --vfm {spec.name} ({arch}): {problem}")
     model.load_state_dict(filtered, strict=True)

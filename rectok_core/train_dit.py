@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
 from .config import DiTTrainConfig, to_dict
-from .data import ResumableSampler, build_dataset, drop_bad
+from .data import ResumableSampler, build_dataset
 from .dit import build_dit
 from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, hold_then_linear,
                      param_groups, progress, resolve_precision, set_lr)
@@ -48,21 +48,6 @@ def train_dit(cfg: DiTTrainConfig) -> Path:
         return _train(cfg, d)
     finally:
         distributed.cleanup()
-
-
-class LatentBatches(Batches):
-    """:class:`~rectok_core.train_tokenizer.Batches` for samples that carry latents or images (it keys on
-    ``index``, which both kinds have, where the tokenizer's version keys on ``image``)."""
-
-    def next(self) -> dict:
-        while True:
-            if self.left == 0:
-                self.start(self.epoch + 1, 0)
-            self.left -= 1
-            batch, n_bad = drop_bad(next(self.it))
-            self.bad += n_bad
-            if batch["index"].shape[0] > 0:
-                return batch
 
 
 def preview_classes(num_classes: int) -> list[int]:
@@ -130,7 +115,7 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if d.enabled else model
     if R.compile:
         net = torch.compile(net)
-    batches = LatentBatches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
+    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
     epoch, pos = divmod(step, steps_per_epoch)
     batches.start(epoch, pos * R.grad_accum)
     shift = timestep_shift(h, w, C)

@@ -74,7 +74,7 @@ class Batches:
             self.left -= 1
             batch, n_bad = drop_bad(next(self.it))
             self.bad += n_bad
-            if batch["image"].shape[0] > 0:
+            if batch["index"].shape[0] > 0:  # every sample kind (images, cached latents) has an index
                 return batch
 
 
