@@ -49,6 +49,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
         split: str = typer.Option("val", help="split of --data to evaluate"),
         n: Optional[int] = typer.Option(None, "-n", "--num",
                                         help="evaluate the first N images in dataset order (default: all)"),
+        per_class: Optional[int] = typer.Option(None, "--per-class",
+                                                help="evaluate the first N images of each class (a class-balanced "
+                                                     "subset; not with -n)"),
         batch_size: int = typer.Option(64, help="images per batch per process"),
         out: Optional[str] = typer.Option(None, "--out",
                                           help="folder for eval.json and recon_grid.png (default: "
@@ -83,7 +86,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
         """
         from rectok_core.eval_tokenizer import evaluate_tokenizer
 
-        ev = evaluate_tokenizer(tokenizer, data, split=split, n=n, batch_size=batch_size, weights=weights,
+        ev = evaluate_tokenizer(tokenizer, data, split=split, n=n, per_class=per_class, batch_size=batch_size, weights=weights,
                                 ref_stats=ref_stats, save_stats_to=save_stats, lpips_vgg=lpips_vgg,
                                 inception_weights=inception_weights, device=device, precision=precision,
                                 workers=workers, strict_data=strict_data, out=out)

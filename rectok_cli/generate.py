@@ -237,6 +237,8 @@ def _register_fid_stats(app: typer.Typer, user_errors: Callable) -> None:
         out: str = typer.Option(..., "--out", help="statistics file to write (.npz with mu/sigma)"),
         image_size: int = typer.Option(0, help="ADM center crop to this size (0: as stored; 256 for ImageNet-256)"),
         n: int = typer.Option(0, "-n", "--num", help="use the first N images in path order (0: all)"),
+        per_class: int = typer.Option(0, "--per-class", help="use the first N images of each sub-folder (class) "
+                                                             "(0: all); a class-balanced subset"),
         inception_weights: str = typer.Option("", help="InceptionV3 weights file (default: resolved offline)"),
         batch_size: int = typer.Option(50, help="images per Inception batch"),
         workers: int = typer.Option(0, help="image-decoding worker processes"),
@@ -246,16 +248,17 @@ def _register_fid_stats(app: typer.Typer, user_errors: Callable) -> None:
         from rectok_core.fid import file_sha256, folder_stats, save_stats
         from rectok_core.inception import InceptionFeatures
 
-        for name, v in (("image-size", image_size), ("num", n), ("workers", workers)):
+        for name, v in (("image-size", image_size), ("num", n), ("per-class", per_class), ("workers", workers)):
             if v < 0:
                 raise RectokError(f"--{name} must be >= 0, got {v}")
         if batch_size < 1:
             raise RectokError(f"--batch-size must be positive, got {batch_size}")
         model = InceptionFeatures(inception_weights or None)
         st = folder_stats(folder, model, batch_size, _inception_device(device), n=n or None,
-                          image_size=image_size or None, num_workers=workers)
+                          image_size=image_size or None, num_workers=workers, per_class=per_class or None)
         path = save_stats(out, st.mu, st.sigma, folder=os.path.abspath(folder), num_images=st.num_images,
-                          image_size=image_size or "as stored", skipped_unreadable=len(st.skipped),
+                          image_size=image_size or "as stored", per_class=per_class or "all",
+                          skipped_unreadable=len(st.skipped),
                           inception_weights=str(model.weights_path),
                           inception_sha256=file_sha256(model.weights_path))
         console.print(f"statistics of {st.num_images} images: {path}", highlight=False, soft_wrap=True)

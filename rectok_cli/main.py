@@ -117,6 +117,8 @@ _register_finetune_decoder()
 __import__("rectok_cli.probe", fromlist=["register"]).register(app, user_errors)
 __import__("rectok_cli.generate", fromlist=["register"]).register(app, user_errors)
 __import__("rectok_cli.evaluate", fromlist=["register"]).register(app, user_errors)
+__import__("rectok_cli.bench", fromlist=["register"]).register(app, user_errors)
+__import__("rectok_cli.study", fromlist=["register"]).register(app, user_errors)
 
 
 def main() -> None:

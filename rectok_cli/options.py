@@ -27,13 +27,13 @@ def config_parameters(cls: type, presets: dict[str, dict] | None = None) -> list
     params = []
     for name, (path, f) in flat_fields(cls).items():
         default = get_path(base, path)
-        typ = type(default)
+        typ = f.metadata.get("type") or type(default)
         flag = "--" + name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:
             help_text += f" {{{'|'.join(map(str, choices))}}}"
-        shown = repr(default) if isinstance(default, str) else default
+        shown = repr(default) if isinstance(default, str) else "auto" if default is None else default
         help_text += f" (default: {shown if default != '' else 'none'}"
         if presets and name != "preset":
             pv = _preset_values(presets, path)

@@ -19,9 +19,11 @@ def section(cls: type, cli: bool = True, **defaults: Any) -> Any:
     return field(default_factory=lambda: cls(**defaults), metadata={"section": cls, "cli": cli})
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, **kw) -> Any:
-    """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag."""
-    md = {"help": help, "choices": choices, "cli": cli}
+def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, flag_type: type | None = None,
+        **kw) -> Any:
+    """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag; ``flag_type``
+    names the flag's type when the default is None (e.g. a bool whose None means "auto")."""
+    md = {"help": help, "choices": choices, "cli": cli, "type": flag_type}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
@@ -85,7 +87,8 @@ class RunConfig:
     workers: int = opt(4, "data-loading worker processes per rank")
     device: str = opt("auto", "cuda, cpu or auto")
     precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", ("auto", "bf16", "fp32"))
-    compile: bool = opt(False, "torch.compile the model")
+    compile: bool | None = opt(None, "torch.compile the model (auto: on CUDA, off on CPU)",
+                                flag_type=bool)
     log_every: int = opt(20, "steps between metric log lines")
     ckpt_every: int = opt(1000, "steps between checkpoints (one is always written at the end)")
     keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: keep only the latest)")
@@ -390,7 +393,7 @@ def dumps(cfg: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Generator (DiT^DH) training: ``rectok train-dit`` (recipe §4)
 # ---------------------------------------------------------------------------------------------------------
-DIT_SIZES = ("S", "B", "L", "XL", "tiny")  # the keys of rectok_core.dit.DIT_PRESETS
+DIT_SIZES = ("S", "B", "L", "XL", "mini", "tiny")  # the keys of rectok_core.dit.DIT_PRESETS
 
 
 @dataclass
@@ -466,6 +469,12 @@ DIT_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "B": {"model": dict(size="B"), "run": dict(out="runs/dit-b")},
     # The AutoGuidance guide: DiT^DH-S, 30 epochs of the same schedule.
     "S": {"model": dict(size="S"), "run": dict(epochs=30.0, out="runs/dit-s")},
+    # One-GPU small-scale studies (rectok reproduce): lr held, then decayed over the last part of a short run.
+    "mini": {
+        "model": dict(size="mini"),
+        "run": dict(epochs=0.0, steps=6000, log_every=100, ckpt_every=1000, image_every=2000, out="runs/dit-mini"),
+        "optim": dict(lr=2e-4, min_lr=2e-5, ema=0.999),
+    },
     # CPU-sized, on the tiny tokenizer's digits latents: a few hundred steps, for demos, tests and smoke runs.
     "tiny": {
         "model": dict(size="tiny"),

@@ -62,8 +62,13 @@ class NLayerDiscriminator(nn.Module):
             nn.Conv2d(ndf * mult, 1, kernel_size=kw, stride=1, padding=padw),
         ]
         self.main = nn.Sequential(*layers)
+        # NHWC input (set on CUDA by the trainer): cuDNN then runs channels-last kernels while the parameters, their
+        # optimizer state and checkpoints keep the default layout.
+        self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.main(x)
 
 

@@ -98,6 +98,8 @@ DIT_PRESETS: dict[str, dict[str, int]] = {
     "B": dict(width=768, depth=12, heads=12),
     "L": dict(width=1024, depth=24, heads=16),
     "XL": dict(width=1152, depth=28, heads=16),
+    # small-scale studies on one GPU (docs/reproduction.md): an S-width trunk of 6 blocks, a 512-wide head
+    "mini": dict(width=384, depth=6, heads=6, head_width=512, head_depth=2, head_heads=8),
     "tiny": dict(width=64, depth=2, heads=4, head_width=96, head_depth=1, head_heads=4),
 }
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, checkpoint, distributed
-from .data import ImageDataset, build_dataset, build_loader, drop_bad
+from .data import ImageDataset, build_dataset, build_loader, drop_bad, limit_per_class
 from .engine import autocast, progress, resolve_precision
 from .errors import CheckpointError, DataError, RectokError, WeightsNotFound
 from .fid import file_sha256, frechet_distance, load_stats, load_stats_meta, save_stats
@@ -192,8 +192,18 @@ def _load(tokenizer_path: str, weights: str, device: torch.device) -> tuple[RecT
         raise
 
 
-def _dataset(spec: str, split: str, image_size: int, n: int | None, strict: bool) -> ImageDataset:
+def _dataset(spec: str, split: str, image_size: int, n: int | None, strict: bool,
+             per_class: int | None = None) -> ImageDataset:
     dataset = build_dataset(spec, image_size, split=split, strict=strict)
+    if per_class is not None:
+        if n is not None:
+            raise RectokError("give -n or --per-class, not both")
+        if per_class < 1:
+            raise RectokError(f"--per-class must be positive, got {per_class}")
+        try:
+            return limit_per_class(dataset, per_class)
+        except DataError as e:
+            raise RectokError(f"--per-class: {e}") from None
     if n is None:
         return dataset
     if n < 1:
@@ -265,13 +275,15 @@ def _lpips(vgg_weights: str | None, device: torch.device) -> tuple[LPIPS | None,
 
 
 def evaluate_tokenizer(tokenizer: str, data: str | None = None, *, split: str = "val", n: int | None = None,
+                       per_class: int | None = None,
                        batch_size: int = 64, weights: str = "ema", ref_stats: str | None = None,
                        save_stats_to: str | None = None, lpips_vgg: str | None = None,
                        inception_weights: str | None = None, device: str = "auto", precision: str = "auto",
                        workers: int = 0, strict_data: bool = False, out: str | os.PathLike[str] | None = None,
                        show_progress: bool = True) -> TokenizerEval:
     """Evaluate the reconstructions of the tokenizer checkpoint ``tokenizer`` on ``data`` (its ``split``; default:
-    the checkpoint's training data), first ``n`` images (all when None). Spread over torchrun ranks.
+    the checkpoint's training data), first ``n`` images (all when None) or the first ``per_class`` images of each
+    class. Spread over torchrun ranks.
 
     Writes ``eval.json`` and ``recon_grid.png`` into ``out`` (default: :func:`default_out_dir`) and, with
     ``save_stats_to``, the Inception statistics of the real images (for a later ``ref_stats``).
@@ -288,7 +300,7 @@ def evaluate_tokenizer(tokenizer: str, data: str | None = None, *, split: str = 
         raise RectokError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     d = distributed.setup(device)
     try:
-        return _evaluate(d, tokenizer, data, split, n, batch_size, weights, ref_stats, save_stats_to, lpips_vgg,
+        return _evaluate(d, tokenizer, data, split, n, per_class, batch_size, weights, ref_stats, save_stats_to, lpips_vgg,
                          inception_weights, precision, workers, strict_data, out, show_progress)
     finally:
         distributed.cleanup()
@@ -296,6 +308,7 @@ def evaluate_tokenizer(tokenizer: str, data: str | None = None, *, split: str = 
 
 @torch.no_grad()
 def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split: str, n: int | None,
+              per_class: int | None,
               batch_size: int, weights: str, ref_stats: str | None, save_stats_to: str | None,
               lpips_vgg: str | None, inception_weights: str | None, precision: str, workers: int,
               strict_data: bool, out: str | os.PathLike[str] | None, show_progress: bool) -> TokenizerEval:
@@ -305,7 +318,7 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split:
     model, meta = _load(tokenizer_path, weights, dev)
     spec = data or meta["config"]["run"]["data"]
     image_size = model.cfg.image_size
-    dataset = _dataset(spec, split, image_size, n, strict_data)
+    dataset = _dataset(spec, split, image_size, n, strict_data, per_class)
     reference, ref_manifest = _reference(ref_stats)
     out_dir = Path(out) if out else default_out_dir(tokenizer_path, meta.get("step"), weights)
     _prepare_out(out_dir, d.is_main)
@@ -378,7 +391,9 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split:
             "tokenizer": {"path": os.path.abspath(tokenizer_path), "sha256": meta["sha256"], "stage": meta["stage"],
                           "step": meta["step"], "weights": weights},
             "data": {"spec": data_id(spec), "split": split, "source": dataset.source, "n": len(dataset),
-                     "n_requested": n, "order": "dataset order (sorted paths), first n", "image_size": image_size,
+                     "n_requested": n, "per_class": per_class,
+                     "order": ("first per_class of each class by path" if per_class else
+                               "dataset order (sorted paths), first n"), "image_size": image_size,
                      "fingerprint": dataset_fingerprint(dataset)},
             "reconstruction": "decode(posterior mean): no noise, no mask; ADM center crop, no flip; clamped to [-1, 1]",
             "metrics": {

@@ -232,6 +232,19 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def first_per_folder(files: list[Path], n: int) -> list[Path]:
+    """The first ``n`` of ``files`` (sorted) in each parent folder, in the original order."""
+    if n < 1:
+        raise DataError(f"images per class must be positive, got {n}")
+    seen: dict[Path, int] = {}
+    kept = []
+    for f in files:
+        seen[f.parent] = seen.get(f.parent, 0) + 1
+        if seen[f.parent] <= n:
+            kept.append(f)
+    return kept
+
+
 def center_crop_adm(image: Image.Image, image_size: int) -> np.ndarray:
     """ADM / guided-diffusion center crop: BOX-halve while >= 2x, BICUBIC-resize the short side, crop (H, W, 3)."""
     while min(*image.size) >= 2 * image_size:
@@ -288,14 +301,19 @@ def folder_stats(
     *,
     num_workers: int = 0,
     progress: bool = True,
+    per_class: int | None = None,
 ) -> FolderStats:
-    """Inception statistics of the PNG / JPEG images under ``folder`` (recursive, sorted, first ``n``).
+    """Inception statistics of the PNG / JPEG images under ``folder`` (recursive, sorted, first ``n``; with
+    ``per_class``, first the first ``per_class`` images of each sub-folder — a class-balanced subset of an
+    ImageFolder tree).
 
     ``image_size``: ADM center crop to ``image_size`` (e.g. 256 for ImageNet reference statistics); without it
     images are used at their own size (torch-fidelity resizes each to 299). Unreadable files are logged with
     their path, skipped and listed in :attr:`FolderStats.skipped`.
     """
     files = list_images(folder)
+    if per_class is not None:
+        files = first_per_folder(files, per_class)
     if n is not None:
         files = files[:n]
     if not files:

@@ -246,6 +246,17 @@ class PooledFeatures:
 
 
 @torch.no_grad()
+def encode_pooled(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
+                  precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of probe features: ``encode`` under autocast → fp32 tokens (B, N, D) and their mean over the
+    tokens (B, D), on ``device``."""
+    with autocast(device, precision):
+        tokens = encode(images.to(device, non_blocking=True))
+    tokens = tokens.float()
+    return tokens, tokens.mean(1)
+
+
+@torch.no_grad()
 def pooled_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: ImageDataset, batch_size: int,
                     workers: int, device: torch.device, precision: str, desc: str) -> PooledFeatures:
     """Run ``encode`` (images in [-1, 1] → tokens (B, N, D)) over ``dataset`` in order, without flips."""
@@ -263,11 +274,9 @@ def pooled_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Ima
             batch, n_bad = drop_bad(batch)
             bad += n_bad
             if len(batch["index"]):
-                with autocast(device, precision):
-                    tokens = encode(batch["image"].to(device, non_blocking=True))
-                tokens = tokens.float()
+                tokens, pooled = encode_pooled(encode, batch["image"], device, precision)
                 num_tokens = tokens.shape[1]
-                rows.append(tokens.mean(1).cpu())
+                rows.append(pooled.cpu())
                 index.append(batch["index"].long())
                 flat = tokens.reshape(-1, tokens.shape[-1]).double()
                 total = flat.sum(0) if total is None else total + flat.sum(0)

@@ -15,24 +15,27 @@ import contextlib
 import dataclasses
 import math
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
-from .config import DiTTrainConfig, to_dict
+from .config import DiTOptimConfig, DiTTrainConfig, to_dict
 from .data import ResumableSampler, build_dataset
-from .dit import build_dit
-from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, hold_then_linear,
-                     param_groups, progress, resolve_precision, set_lr)
+from .dit import DiTDH, build_dit
+from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, cuda_fast_paths,
+                     hold_then_linear, maybe_compile, param_groups, progress, resolve_compile, resolve_precision,
+                     set_lr)
 from .errors import CheckpointError, DataError
 from .flow import timestep_shift
 from .latents import LatentStats, encode_moments, ensure_latent_cache, load_or_compute_stats
 from .run import RunDir, save_grid
 from .sampling import preview_rows
-from .tokenizer import load_tokenizer
-from .train_tokenizer import Batches
+from .tokenizer import RecTok, load_tokenizer
+from .train_tokenizer import Batches, log_first_step
 from .transport import flow_matching_loss
 
 KIND = "dit"
@@ -50,6 +53,87 @@ def train_dit(cfg: DiTTrainConfig) -> Path:
         distributed.cleanup()
 
 
+@dataclasses.dataclass
+class DiTTrainer:
+    """The DiT^DH, its EMA and AdamW, and one optimizer step (shared by the training loop and ``rectok bench``).
+
+    A batch holds ``label`` and either the posterior moments ``mean``/``logvar`` (latent cache) or ``image``
+    (encoded by the frozen ``tokenizer`` inside the step, the official online mode). The step never waits for
+    the device; its metrics are device tensors.
+    """
+    model: DiTDH
+    ema: EMA
+    opt: torch.optim.Optimizer
+    stats: LatentStats
+    optim: DiTOptimConfig
+    device: torch.device
+    precision: str                              # resolved: "bf16" or "fp32"
+    tokenizer: RecTok | None = None             # for batches of images (online encoding)
+    grad_accum: int = 1
+    net: torch.nn.Module | None = None          # what the step calls: the model, DDP- and/or compile-wrapped
+    model_ddp: torch.nn.Module | None = None    # the DDP wrapper (no_sync), or the model
+    distributed: bool = False
+    shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
+        if self.model_ddp is None:
+            self.model_ddp = self.model
+        c = self.model.config
+        self.shift = timestep_shift(c.input_size, c.input_size, c.in_channels)
+
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        """DDP (when distributed) and torch.compile around the model; call after loading a checkpoint."""
+        dev = self.device
+        self.distributed = ddp
+        net = self.model_ddp = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+            if ddp else self.model
+        self.net = maybe_compile(net, compile)
+
+    def step(self, next_batch: Callable[[], dict], rnd: StepRandom) -> tuple[dict[str, torch.Tensor], int]:
+        """One optimizer step over ``grad_accum`` micro-batches with the randomness of ``rnd`` (already at this
+        step): posterior sample, normalisation, label drop, flow-matching loss, backward, clip, AdamW, EMA.
+        Returns the metrics (device tensors) and the size of the last micro-batch."""
+        dev, O = self.device, self.optim
+        for micro in range(self.grad_accum):
+            batch = next_batch()
+            y = batch["label"].to(dev, non_blocking=True)
+            if "mean" in batch:
+                mean = batch["mean"].to(dev, non_blocking=True)
+                logvar = batch["logvar"].to(dev, non_blocking=True)
+            else:
+                mean, logvar = encode_moments(self.tokenizer, batch["image"].to(dev, non_blocking=True),
+                                              self.precision)
+            eps = torch.randn(mean.shape, generator=rnd.device, device=dev)
+            x1 = self.stats.normalize(mean + torch.exp(0.5 * logvar) * eps)  # posterior sample, normalised
+            drop = self.model.draw_drop_mask(y.shape[0], rnd.device, dev)
+            sync = micro == self.grad_accum - 1 or not self.distributed
+            with self.model_ddp.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, self.precision):
+                    loss, _ = flow_matching_loss(self.net, x1, y, rnd.device, self.shift, drop_mask=drop)
+                (loss / self.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                               O.grad_clip if O.grad_clip > 0 else float("inf"), foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        return {"loss": loss.detach(), "grad_norm": gnorm, "latent_std": x1.detach().std()}, y.shape[0]
+
+
+def build_dit_trainer(size: str, latent_shape: tuple[int, int, int], num_classes: int, class_dropout: float,
+                      O: DiTOptimConfig, stats: LatentStats, device: torch.device, precision: str,
+                      tokenizer: RecTok | None = None, grad_accum: int = 1) -> DiTTrainer:
+    """A fresh DiT^DH of preset ``size`` for latents ``(C, h, w)``, with its EMA and AdamW, on ``device``."""
+    C, h, _ = latent_shape
+    model = build_dit(size, in_channels=C, input_size=h, num_classes=num_classes,
+                      class_dropout=class_dropout).to(device)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), O.lr, (O.beta1, O.beta2), device)
+    return DiTTrainer(model=model, ema=ema, opt=opt, stats=stats, optim=O, device=device, precision=precision,
+                      tokenizer=tokenizer, grad_accum=grad_accum)
+
+
 def preview_classes(num_classes: int) -> list[int]:
     return IMAGENET_PREVIEW_CLASSES if num_classes == 1000 else list(range(min(8, num_classes)))
 
@@ -59,10 +143,9 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     dev = d.device
     run = RunDir(R.out, R.resume, d.is_main)
     torch.manual_seed(R.seed + d.rank)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    cuda_fast_paths(dev)
     prec = resolve_precision(dev, R.precision)
+    compiled = resolve_compile(R.compile, dev)
     resumed = checkpoint.load(run.latest, KIND) if R.resume else None
 
     tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
@@ -98,10 +181,9 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     decay_start, decay_end = round(O.decay_start * steps_per_epoch), round(O.decay_end * steps_per_epoch)
     global_batch = R.batch_size * R.grad_accum * d.world_size
 
-    model = build_dit(M.size, in_channels=C, input_size=h, num_classes=len(classes),
-                      class_dropout=M.class_dropout).to(dev)
-    ema = EMA(model, O.ema)
-    opt = adamw(param_groups(model, O.weight_decay), O.lr, (O.beta1, O.beta2), dev)
+    tr = build_dit_trainer(M.size, (C, h, w), len(classes), M.class_dropout, O, stats, dev, prec,
+                           tokenizer=None if L.cache_latents else tokenizer, grad_accum=R.grad_accum)
+    model, ema, opt = tr.model, tr.ema, tr.opt
     step = 0
     if resumed is not None:
         checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
@@ -112,13 +194,11 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
         run.log({"event": "resume", "step": step})
     run.write_config(to_dict(cfg))
 
-    net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None) if d.enabled else model
-    if R.compile:
-        net = torch.compile(net)
+    tr.wrap(ddp=d.enabled, compile=compiled)
     batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
     epoch, pos = divmod(step, steps_per_epoch)
     batches.start(epoch, pos * R.grad_accum)
-    shift = timestep_shift(h, w, C)
+    shift = tr.shift
     rnd = StepRandom(R.seed, d.rank, dev)
     guard, meter = FiniteGuard(dev), Throughput(dev)
     window = MetricWindow()
@@ -126,41 +206,25 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     if d.is_main and step == 0:
         run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": O.lr,
                  "decay_steps": [decay_start, decay_end], "global_batch": global_batch, "world_size": d.world_size,
-                 "precision": prec, "shift": shift, "latents": "cache" if L.cache_latents else "online",
+                 "precision": prec, "compile": compiled, "shift": shift,
+                 "latents": "cache" if L.cache_latents else "online",
                  "latent_shape": [C, h, w], "num_classes": len(classes),
                  "params": sum(p.numel() for p in model.parameters() if p.requires_grad)})
 
+    first = step
+    t_first = time.perf_counter()
     while step < total:
         lr = hold_then_linear(step, decay_start, decay_end, O.lr, O.min_lr)
         set_lr([opt], lr)
         rnd.at(step)
-        for micro in range(R.grad_accum):
-            batch = batches.next()
-            y = batch["label"].to(dev, non_blocking=True)
-            if L.cache_latents:
-                mean = batch["mean"].to(dev, non_blocking=True)
-                logvar = batch["logvar"].to(dev, non_blocking=True)
-            else:
-                mean, logvar = encode_moments(tokenizer, batch["image"].to(dev, non_blocking=True), prec)
-            eps = torch.randn(mean.shape, generator=rnd.device, device=dev)
-            x1 = stats.normalize(mean + torch.exp(0.5 * logvar) * eps)  # posterior sample, normalised
-            drop = model.draw_drop_mask(y.shape[0], rnd.device, dev)
-            sync = micro == R.grad_accum - 1 or not d.enabled
-            with net.no_sync() if not sync else contextlib.nullcontext():
-                with autocast(dev, prec):
-                    loss, _ = flow_matching_loss(net, x1, y, rnd.device, shift, drop_mask=drop)
-                (loss / R.grad_accum).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), O.grad_clip if O.grad_clip > 0 else float("inf"),
-                                               foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
-        terms = {"loss": loss.detach(), "grad_norm": gnorm, "latent_std": x1.detach().std()}
+        terms, n = tr.step(batches.next, rnd)
         guard.observe(step + 1, {"loss": terms["loss"]})
         window.add(terms)
-        meter.add(y.shape[0] * d.world_size * R.grad_accum)
+        meter.add(n * d.world_size * R.grad_accum)
         step += 1
         bar.update(1)
+        if step == first + 1:
+            log_first_step(run, step, t_first, dev, compiled)
 
         if dev.type == "cpu" or step % R.log_every == 0 or step == total:
             guard.check(step, str(run.latest))

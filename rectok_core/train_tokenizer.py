@@ -8,7 +8,9 @@ discriminator step.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,11 +19,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
-from .config import (FinetuneConfig, TokenizerLossConfig, TokenizerModelConfig, TokenizerTrainConfig, from_dict,
-                     to_dict)
+from .config import (FinetuneConfig, OptimConfig, TokenizerLossConfig, TokenizerModelConfig, TokenizerTrainConfig,
+                     from_dict, to_dict)
 from .data import ResumableSampler, build_dataset, build_loader, drop_bad
-from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, param_groups,
-                     progress, resolve_precision, set_lr, warmup_cosine)
+from .engine import (EMA, FiniteGuard, MetricWindow, StepRandom, Throughput, adamw, autocast, cuda_fast_paths,
+                     maybe_compile, param_groups, progress, resolve_compile, resolve_precision, set_lr, synchronize,
+                     warmup_cosine)
 from .errors import DataError
 from .flow import sample_t, timestep_shift
 from .losses import DiscriminatorLoss, TokenizerLoss
@@ -29,6 +32,7 @@ from .run import RunDir, save_grid
 from .tokenizer import RecTok, masked_token_flags, random_masking
 
 KIND = "tokenizer"
+logger = logging.getLogger(__name__)
 
 
 def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
@@ -49,6 +53,140 @@ def build_perceptual(loss: TokenizerLossConfig, device: torch.device):
 
     return PerceptualLoss(kind=loss.perceptual, vgg_weights=loss.lpips_vgg or None,
                           convnext_weights=loss.convnext_weights or None).to(device)
+
+
+@dataclass
+class TokenizerTrainer:
+    """Everything one tokenizer optimizer step touches, and the step itself.
+
+    The training loop (:func:`_fit`, both stages) and ``rectok bench`` run the same :meth:`step`. The step never
+    waits for the device (no ``.item()``, no host copies of device tensors): metrics stay device tensors that
+    the loop accumulates (``MetricWindow``) and checks for NaN/inf (``FiniteGuard``) at log steps.
+    """
+    model: RecTok
+    ema: EMA
+    opt: torch.optim.Optimizer
+    loss_fn: TokenizerLoss
+    loss: TokenizerLossConfig
+    optim: OptimConfig
+    device: torch.device
+    precision: str                                 # resolved: "bf16" or "fp32"
+    teacher: torch.nn.Module | None = None
+    disc: torch.nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    grad_accum: int = 1
+    net: torch.nn.Module | None = None             # what the step calls: the model, DDP- and/or compile-wrapped
+    model_ddp: torch.nn.Module | None = None       # the DDP wrapper (no_sync), or the model
+    disc_loss: torch.nn.Module | None = None
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
+        if self.model_ddp is None:
+            self.model_ddp = self.model
+        if self.disc is not None and self.disc_loss is None:
+            self.disc_loss = DiscriminatorLoss(self.disc)
+        M = self.model.cfg
+        self.s_shift = timestep_shift(*M.grid, M.dim)
+
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        """DDP (when distributed) and torch.compile around the model; call after loading a checkpoint."""
+        dev = self.device
+        ids = [dev.index] if dev.type == "cuda" else None
+        self.distributed = ddp
+        net = self.model_ddp = self.model
+        if ddp:
+            net = self.model_ddp = DDP(self.model, device_ids=ids)
+            if self.disc is not None:
+                self.disc_loss = DDP(DiscriminatorLoss(self.disc), device_ids=ids)
+        # masking changes the token count: dynamic shapes
+        self.net = maybe_compile(net, compile, dynamic=True)
+
+    def step(self, next_images: Callable[[], torch.Tensor], rnd: StepRandom, gan_on: bool
+             ) -> tuple[dict[str, torch.Tensor], int]:
+        """One optimizer step over ``grad_accum`` micro-batches from ``next_images`` (images in [-1, 1]) with
+        the randomness of ``rnd`` (already at this step): forward, losses, backward, clip, AdamW, EMA, then the
+        discriminator step when ``gan_on``. Returns the loss terms (device tensors) and the number of images
+        in the last micro-batch."""
+        L, O, M, dev = self.loss, self.optim, self.model.cfg, self.device
+        for micro in range(self.grad_accum):
+            img = next_images().to(dev, non_blocking=True)
+            B = img.shape[0]
+            r = max(0.0, rnd.uniform(L.mask_min, L.mask_max)) if L.mask_max > 0 else 0.0
+            ids_keep = ids_restore = None
+            if r > 0:
+                ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
+            t = sample_t(B, L.t_schedule, self.s_shift, rnd.device, dev) if L.gamma > 0 else None
+            sync = micro == self.grad_accum - 1 or not self.distributed
+            with self.model_ddp.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, self.precision):
+                    out = self.net(img, ids_keep, ids_restore, t, L.sem_input, L.gamma, rnd.device)
+                    feats = self.teacher(img) if self.teacher is not None else None
+                n_vis = M.num_tokens if ids_keep is None else ids_keep.shape[1]
+                masked = masked_token_flags(ids_restore, n_vis, M.num_tokens, B, dev)
+                terms = self.loss_fn(img, out, feats, masked, gan_on)
+                (terms["loss"] / self.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.ema.live_params, O.grad_clip if O.grad_clip > 0 else float("inf"),
+                                               foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        if gan_on:
+            d_terms = self.disc_loss(img, out["recon"])
+            d_terms["disc"].backward()
+            if O.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), O.grad_clip, foreach=True)
+            self.opt_d.step()
+            self.opt_d.zero_grad(set_to_none=True)
+            terms.update(d_terms)
+        terms["grad_norm"] = gnorm
+        return terms, B
+
+
+def log_first_step(run: RunDir, step: int, t0: float, device: torch.device, compiled: bool) -> None:
+    """Log the wall time of a run's first step (with torch.compile: mostly the compilation warm-up)."""
+    synchronize(device)
+    seconds = round(time.perf_counter() - t0, 3)
+    run.log({"event": "first_step", "step": step, "seconds": seconds, "compile": compiled})
+    if compiled and run.is_main:
+        logger.info("first step (torch.compile warm-up included): %.1f s", seconds)
+
+
+def build_trainer(M: TokenizerModelConfig, L: TokenizerLossConfig, O: OptimConfig, device: torch.device,
+                  precision: str, lr: float, teacher: torch.nn.Module | None, perceptual: torch.nn.Module | None,
+                  with_disc: bool, init: Callable[[RecTok], None] | None = None, frozen: tuple[str, ...] = (),
+                  grad_accum: int = 1, channels_last: bool | None = None) -> TokenizerTrainer:
+    """The model (``init`` loads starting weights; parameters under ``frozen`` prefixes never train), its EMA,
+    AdamW, the PatchGAN and its AdamW (``with_disc``) and the loss, on ``device``. ``channels_last`` (default: on
+    CUDA) puts the convolutional networks in NHWC layout."""
+    model = RecTok(M, semantic=teacher is not None)
+    if init is not None:
+        init(model)
+    for name, p in model.named_parameters():
+        if name.startswith(frozen):
+            p.requires_grad_(False)
+    model.to(device)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), lr, (O.beta1, O.beta2), device)
+    disc = opt_d = None
+    if with_disc:
+        from .discriminator import NLayerDiscriminator
+
+        disc = NLayerDiscriminator(norm=L.disc_norm).to(device)
+        opt_d = adamw(param_groups(disc, O.weight_decay), lr, (O.beta1, O.beta2), device)
+    nhwc = device.type == "cuda" if channels_last is None else channels_last
+    if nhwc:
+        inception = teacher if teacher is not None and getattr(teacher, "name", "").startswith("inception") else None
+        for m in (perceptual, inception):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+        if disc is not None:
+            disc.channels_last = True
+    loss_fn = TokenizerLoss(L.rec_weight, L.perceptual_weight, L.kl_weight, L.sem_weight, L.gan_weight,
+                            L.sem_target, perceptual, disc)
+    return TokenizerTrainer(model=model, ema=ema, opt=opt, loss_fn=loss_fn, loss=L, optim=O, device=device,
+                            precision=precision, teacher=teacher, disc=disc, opt_d=opt_d, grad_accum=grad_accum)
 
 
 class Batches:
@@ -123,9 +261,7 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     dev = d.device
     run = RunDir(R.out, R.resume, d.is_main)
     torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    cuda_fast_paths(dev)
     teacher = plan.teacher()  # fails fast offline without weights
 
     perceptual = build_perceptual(L, dev)
@@ -141,24 +277,13 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
     global_batch = R.batch_size * R.grad_accum * d.world_size
     base_lr = O.lr or O.blr * global_batch / 256
+    prec = resolve_precision(dev, R.precision)
+    compiled = resolve_compile(R.compile, dev)
 
-    model = RecTok(M, semantic=teacher is not None)
-    if plan.init is not None and not R.resume:
-        plan.init(model)
-    for name, p in model.named_parameters():
-        if name.startswith(plan.frozen):
-            p.requires_grad_(False)
-    model.to(dev)
-    ema = EMA(model, O.ema)
-    opt = adamw(param_groups(model, O.weight_decay), base_lr, (O.beta1, O.beta2), dev)
-    disc = opt_d = disc_loss = None
-    if L.gan_weight > 0 and disc_start <= total:
-        from .discriminator import NLayerDiscriminator
-
-        disc = NLayerDiscriminator(norm=L.disc_norm).to(dev)
-        opt_d = adamw(param_groups(disc, O.weight_decay), base_lr, (O.beta1, O.beta2), dev)
-    loss_fn = TokenizerLoss(L.rec_weight, L.perceptual_weight, L.kl_weight, L.sem_weight, L.gan_weight,
-                            L.sem_target, perceptual, disc)
+    tr = build_trainer(M, L, O, dev, prec, base_lr, teacher, perceptual,
+                       with_disc=L.gan_weight > 0 and disc_start <= total,
+                       init=plan.init if not R.resume else None, frozen=plan.frozen, grad_accum=R.grad_accum)
+    model, ema, opt, disc, opt_d = tr.model, tr.ema, tr.opt, tr.disc, tr.opt_d
 
     step = 0
     if R.resume:
@@ -173,75 +298,38 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
         step = ck["step"]
         run.log({"event": "resume", "step": step})
     run.write_config(to_dict(cfg))
-
-    net = model_ddp = model
-    if d.enabled:
-        net = model_ddp = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if disc is not None:
-            disc_loss = DDP(DiscriminatorLoss(disc), device_ids=[dev.index] if dev.type == "cuda" else None)
-    elif disc is not None:
-        disc_loss = DiscriminatorLoss(disc)
-    if R.compile:
-        net = torch.compile(net, dynamic=True)  # masking changes the token count: dynamic shapes
+    tr.wrap(ddp=d.enabled, compile=compiled)
 
     batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
     epoch, pos = divmod(step, steps_per_epoch)
     batches.start(epoch, pos * R.grad_accum)
     vis = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))]).to(dev)
-    s_shift = timestep_shift(*M.grid, M.dim)
     rnd = StepRandom(R.seed, d.rank, dev)
     guard, meter = FiniteGuard(dev), Throughput(dev)
     window = MetricWindow()
-    prec = resolve_precision(dev, R.precision)
     bar = progress(total, step, plan.stage, d.is_main)
     if d.is_main and step == 0:
         run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": base_lr,
-                 "global_batch": global_batch, "world_size": d.world_size, "precision": prec,
+                 "global_batch": global_batch, "world_size": d.world_size, "precision": prec, "compile": compiled,
                  "params_encoder_decoder": sum(p.numel() for n, p in model.named_parameters()
                                                if not n.startswith("sem_decoder.")),
                  "params_trainable": sum(p.numel() for p in ema.live_params)})
+    first = step
+    t_first = time.perf_counter()
 
     while step < total:
         lr = warmup_cosine(step, total, warmup, base_lr, O.min_lr)
         set_lr([o for o in (opt, opt_d) if o is not None], lr)
         rnd.at(step)
         gan_on = disc is not None and step >= disc_start
-        for micro in range(R.grad_accum):
-            img = batches.next()["image"].to(dev, non_blocking=True)
-            B = img.shape[0]
-            r = max(0.0, rnd.uniform(L.mask_min, L.mask_max)) if L.mask_max > 0 else 0.0
-            ids_keep = ids_restore = None
-            if r > 0:
-                ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
-            t = sample_t(B, L.t_schedule, s_shift, rnd.device, dev) if L.gamma > 0 else None
-            sync = micro == R.grad_accum - 1 or not d.enabled
-            with model_ddp.no_sync() if not sync else contextlib.nullcontext():
-                with autocast(dev, prec):
-                    out = net(img, ids_keep, ids_restore, t, L.sem_input, L.gamma, rnd.device)
-                    feats = teacher(img) if teacher is not None else None
-                n_vis = M.num_tokens if ids_keep is None else ids_keep.shape[1]
-                masked = masked_token_flags(ids_restore, n_vis, M.num_tokens, B, dev)
-                terms = loss_fn(img, out, feats, masked, gan_on)
-                (terms["loss"] / R.grad_accum).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(ema.live_params, O.grad_clip if O.grad_clip > 0 else float("inf"),
-                                               foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(model)
-        if gan_on:
-            d_terms = disc_loss(img, out["recon"])
-            d_terms["disc"].backward()
-            if O.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(disc.parameters(), O.grad_clip, foreach=True)
-            opt_d.step()
-            opt_d.zero_grad(set_to_none=True)
-            terms.update(d_terms)
-        terms["grad_norm"] = gnorm
+        terms, n_img = tr.step(lambda: batches.next()["image"], rnd, gan_on)
         guard.observe(step + 1, {k: v for k, v in terms.items() if k != "grad_norm"})
         window.add(terms)
-        meter.add(img.shape[0] * d.world_size * R.grad_accum)
+        meter.add(n_img * d.world_size * R.grad_accum)
         step += 1
         bar.update(1)
+        if step == first + 1:
+            log_first_step(run, step, t_first, dev, compiled)
 
         if dev.type == "cpu" or step % R.log_every == 0 or step == total:
             guard.check(step, str(run.latest))

@@ -1,0 +1,86 @@
+"""``rectok bench``: training / sampling / inference throughput, memory, FLOPs and MFU (see :mod:`rectok_core.bench`)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .options import split_overrides, with_config_options
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _alias(fn: Callable, name: str, *decls: str) -> Callable:
+    """Give the generated option ``name`` of ``fn`` more flags (e.g. ``--batch-size`` for ``--batch-sizes``)."""
+    sig = fn.__signature__
+    params = []
+    for p in sig.parameters.values():
+        if p.name == name:
+            p = p.replace(default=typer.Option(None, *decls, help=p.default.help, show_default=False))
+        params.append(p)
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn
+
+
+def _mem(rec: dict) -> str:
+    b = rec.get("peak_memory_bytes")
+    return "—" if b is None else f"{b / 2 ** 30:.2f}"
+
+
+def show_result(result: dict, console: Console = out_console) -> None:
+    """The terminal table of a :func:`rectok_core.bench.run_bench` result."""
+    c = result["ceiling"]
+    mem = "GPU GiB" if result["device"]["type"] == "cuda" else "RSS GiB"
+    table = Table(title=f"rectok bench — {result['device']['name']}", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption=f"{result['precision']}, compile {'on' if result['compile'] else 'off'}, torch "
+                          f"{result['torch']}; median of {result['steps']} steps after {result['warmup']} warm-up; "
+                          f"matmul ceiling {c['tflops']:.3f} TFLOP/s ({c['dtype']}, {c['n']}²); GFLOP per image "
+                          f"(training: forward+backward); memory: {result['peak_memory'].split(':')[0]}; ms per step in the JSON")
+    table.add_column("workload", no_wrap=True)
+    for col in ("batch", "img/s", mem, "GFLOP/img", "TFLOP/s", "MFU"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in result["records"]:
+        if "error" in r:
+            table.add_row(r["workload"], str(r["batch_size"]), f"[red]{r['error']}[/]", "", "", "", "")
+            continue
+        rate = r["img_per_s"]
+        table.add_row(r["workload"], str(r["batch_size"]), f"{rate:.0f}" if rate >= 1000 else f"{rate:.1f}", _mem(r),
+                      f"{r['flops_per_image'] / 1e9:.4g}", f"{r['tflops_per_s']:.3g}",
+                      "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%")
+    console.print(table)
+
+
+def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
+    from rectok_core.bench import BenchConfig
+
+    @app.command("bench")
+    @user_errors
+    @with_config_options(BenchConfig)
+    def bench(**kwargs):
+        """Time the training, sampling and inference steps (img/s, peak memory, FLOPs, MFU) on random weights.
+
+        Runs the same step code as train-tokenizer, finetune-decoder, train-dit, sample, cache-latents and
+        probe-flow, on inputs already on the device. Writes a table and --out JSON.
+
+        Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --steps 3 --warmup 1
+        """
+        from rectok_core.bench import run_bench, write_result
+
+        overrides, _ = split_overrides(BenchConfig, kwargs)
+        cfg = BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
+        cfg.validate()
+
+        def progress(rec: dict) -> None:
+            what = rec.get("error") or f"{rec['img_per_s']:.1f} img/s"
+            err_console.print(f"{rec['workload']} (batch {rec['batch_size']}): {what}", highlight=False)
+
+        result = run_bench(cfg, on_record=progress)
+        path = write_result(result, cfg.out)
+        show_result(result)
+        err_console.print(f"results: {path}", highlight=False, soft_wrap=True)
+
+    _alias(bench, "batch_sizes", "--batch-sizes", "--batch-size")
