@@ -68,7 +68,7 @@ CFG_SCALE = 1.5
 AUTOGUIDANCE_SCALE = 1.29
 SAMPLE_T = (0.5, 0.51)  # the grid interval of the timed Euler step (inside the guidance interval)
 FLOP_STEPS = 3  # eager steps whose FLOP counts are averaged for a training workload
-GUIDE_FOR = {"XL": "S", "L": "S", "B": "S", "S": "tiny", "tiny": "tiny"}
+GUIDE_FOR = {"XL": "S", "L": "S", "B": "S", "S": "tiny", "mini": "tiny", "tiny": "tiny"}
 
 
 @dataclass

@@ -142,7 +142,7 @@ class StudyEvalConfig:
 @dataclass
 class StudyConfig:
     """``rectok reproduce``: the paper's comparisons at small scale (see ``docs/reproduction.md``)."""
-    preset: str = opt("gpu", "named preset: gpu (one GPU, ≤ 25 min planned) or smoke (CPU, minutes)")
+    preset: str = opt("gpu", "named preset: gpu (one GPU; sized for ≤ 25 min, not yet timed) or smoke (CPU)")
     run: StudyRunConfig = section(StudyRunConfig)
     tokenizer: StudyTokenizerConfig = section(StudyTokenizerConfig)
     eval: StudyEvalConfig = section(StudyEvalConfig)
@@ -164,14 +164,15 @@ STUDY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # One GPU: the small64 tokenizer (ViT width 256, depth 4) with the full InceptionV3 Mixed_6e teacher, a
     # DiT^DH "mini" generator, 10,000 samples against all train images.
     "gpu": {},
-    # CPU, minutes: the tiny tokenizer at 64 px with the cheap Mixed_5d teacher, short runs, class-balanced subsets
-    # for probing and FID. The same commands and arms; the numbers are a smoke test of the study, not findings.
+    # CPU (72 min on the shared 2-core development machine): the tiny tokenizer at 64 px with the cheap Mixed_5d
+    # teacher, short runs, class-balanced subsets for probing and FID. The same commands and arms; the numbers are
+    # a smoke test of the study, not findings.
     "smoke": {
         "run": dict(workers=0, out="runs/reproduction-smoke"),
         "tokenizer": dict(tokenizer_preset="tiny", teacher="inception-s", dims="16,32,64", steps=300,
                           batch_size=32, ft_steps=150, ft_blr=5e-3),
         "eval": dict(probe_per_class=200, probe_val_per_class=100, rfid_per_class=50, dit_preset="tiny",
-                     dit_steps=1500, dit_batch_size=64, samples=1000, sample_steps=25, ref_per_class=100),
+                     dit_steps=600, dit_batch_size=64, samples=1000, sample_steps=25, ref_per_class=100),
     },
 }
 

@@ -134,3 +134,12 @@ def test_help_lists_every_workload():
     for name in bench.WORKLOADS:
         assert name in text
     assert "--compile" in text and "--no-compile" in text and "--batch-size" in text
+
+
+def test_every_dit_size_has_a_default_guide():
+    from rectok_core.bench import GUIDE_FOR
+    from rectok_core.config import DIT_SIZES
+    from rectok_core.dit import DIT_PRESETS
+
+    assert set(GUIDE_FOR) == set(DIT_SIZES) == set(DIT_PRESETS)
+    assert all(g in DIT_PRESETS for g in GUIDE_FOR.values())
