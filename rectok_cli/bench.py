@@ -8,22 +8,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .options import split_overrides, with_config_options
+from .options import split_overrides, with_config_options, with_flags
 
 out_console = Console()
 err_console = Console(stderr=True)
 
 
-def _alias(fn: Callable, name: str, *decls: str) -> Callable:
-    """Give the generated option ``name`` of ``fn`` more flags (e.g. ``--batch-size`` for ``--batch-sizes``)."""
-    sig = fn.__signature__
-    params = []
-    for p in sig.parameters.values():
-        if p.name == name:
-            p = p.replace(default=typer.Option(None, *decls, help=p.default.help, show_default=False))
-        params.append(p)
-    fn.__signature__ = sig.replace(parameters=params)
-    return fn
 
 
 def _mem(rec: dict) -> str:
@@ -83,4 +73,4 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
         show_result(result)
         err_console.print(f"results: {path}", highlight=False, soft_wrap=True)
 
-    _alias(bench, "batch_sizes", "--batch-sizes", "--batch-size")
+    with_flags(bench, "batch_sizes", "--batch-sizes", "--batch-size")

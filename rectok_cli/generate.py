@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rectok_core.errors import RectokError
 
-from .options import split_overrides, with_config_options
+from .options import split_overrides, with_config_options, with_flags
 
 console = Console(stderr=True)
 DIT_DEFAULT_PRESET = "XL"
@@ -56,16 +56,6 @@ def dit_config(overrides: dict):
     return cfg
 
 
-def _with_short_flag(fn: Callable, name: str, *decls: str) -> Callable:
-    """Give the generated option ``name`` of ``fn`` the flags ``decls`` (e.g. ``-n``), keeping its help."""
-    sig = fn.__signature__
-    params = []
-    for p in sig.parameters.values():
-        if p.name == name:
-            p = p.replace(default=typer.Option(None, *decls, help=p.default.help, show_default=False))
-        params.append(p)
-    fn.__signature__ = sig.replace(parameters=params)
-    return fn
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
@@ -163,7 +153,7 @@ def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
             console.print(f"{res.n} samples in {res.out} ({res.generated} new, {res.existing} already there): "
                           f"{res.npz}, {res.grid}", highlight=False, soft_wrap=True)
 
-    _with_short_flag(sample, "n", "-n", "--num")
+    with_flags(sample, "n", "-n", "--num")
 
 
 def _register_eval_samples(app: typer.Typer, user_errors: Callable) -> None:

@@ -64,3 +64,16 @@ def split_overrides(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
     return ({k: v for k, v in kwargs.items() if k in names},
             {k: v for k, v in kwargs.items() if k not in names})
 
+
+
+def with_flags(fn: Callable, name: str, *decls: str) -> Callable:
+    """Give the generated option ``name`` of ``fn`` the flags ``decls`` (e.g. ``-n``, or ``--batch-size`` for
+    ``--batch-sizes``), keeping its help."""
+    sig = fn.__signature__
+    params = []
+    for p in sig.parameters.values():
+        if p.name == name:
+            p = p.replace(default=typer.Option(None, *decls, help=p.default.help, show_default=False))
+        params.append(p)
+    fn.__signature__ = sig.replace(parameters=params)
+    return fn

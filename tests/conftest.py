@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 # Tests never touch the network: teachers and weight resolvers take the offline path at once.
 os.environ.setdefault("RECTOK_OFFLINE", "1")
@@ -40,3 +41,13 @@ def cli_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): these problems
+    are tiny, thread hand-offs dominate them on a busy 2-core CPU, and the arithmetic matches the subprocesses'."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

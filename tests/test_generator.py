@@ -33,13 +33,7 @@ CPU = distributed.Dist(0, 1, 0, torch.device("cpu"))
 SHAPE = (16, 8, 8)  # the tiny tokenizer's latents: 16 channels on an 8×8 grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: much faster on a loaded 2-core machine, and the same results as in the subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def env1() -> dict:

@@ -1,7 +1,6 @@
 """rectok reproduce: the arms' definitions, equal budgets, and the --smoke study end to end on generated data."""
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
