@@ -1,8 +1,8 @@
 """Training-engine pieces shared by every training command: optimizer groups, learning-rate schedules, EMA,
 precision, per-step random generators, the non-finite guard and the progress display.
 
-The loops themselves live next to their task (``train_tokenizer.py``, ``finetune.py``, ``train_dit.py``) so
-each one reads top to bottom on one screen.
+The loops themselves live next to their task (``train_tokenizer.py`` for both tokenizer stages,
+``train_dit.py``) so each one reads top to bottom on one screen.
 """
 from __future__ import annotations
 

@@ -441,6 +441,9 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
     if cfg.cfg != "none" and cfg.scale == 1.0:
         logger.info("guidance scale 1: plain conditional sampling (no guidance passes)")
     manifest = manifest_for(cfg, dit, tok_meta, guide, precision, d.world_size)
+    compiled = resolve_compile(cfg.compile, dev)
+    # not an identity key: compiled and eager images agree to float rounding (tests/test_equivalence.py)
+    manifest["compile"] = compiled
 
     plan: tuple[list[int], int, bool] | str  # (pending indices, already written, outputs current) or an error
     if d.is_main:
@@ -467,7 +470,6 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
     K = dit.model.num_classes
     mc = dit.model.config
     shape = (mc.in_channels, mc.input_size, mc.input_size)
-    compiled = resolve_compile(cfg.compile, dev)
     velocity = build_velocity(RowPadded(maybe_compile(dit.model, compiled)), cfg.cfg, cfg.scale, dit.model.null_class,
                               RowPadded(maybe_compile(guide.model, compiled)) if guide is not None else None,
                               cfg.interval_range())

@@ -373,6 +373,7 @@ def test_sample_folder_contents(samples_ref, dit_ckpt):
     assert m["complete"] and m["n"] == 20 and m["seed"] == 0 and m["steps"] == 6 and m["sampler"] == "euler"
     assert m["dit"]["sha256"] == checkpoint.file_sha256(dit_ckpt) and m["labels"]["per_class"] == "2"
     assert m["image_size"] == 32 and (samples_ref / "grid.png").is_file()
+    assert m["compile"] is False  # auto: off on CPU; recorded, not part of the folder's identity
 
 
 def test_samples_do_not_depend_on_processes_or_batch_size(tmp_path, samples_ref, dit_ckpt):
