@@ -31,13 +31,11 @@ def run_step(app: typer.Typer, argv: list[str]) -> None:
 def run_study(app: typer.Typer, cfg, show: Callable[[str], None] = console.print) -> dict[str, Path]:
     """Every step of ``plan(cfg)`` not yet done (a marker per step), then the results files."""
     from rectok_core.config import dumps
+    from rectok_core.run import ensure_writable
     from rectok_core.study import Layout, plan, write_commands, write_results
 
     layout = Layout(cfg.run.out)
-    try:
-        layout.done.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RectokError(f"cannot write to --out {layout.out}: {e.strerror or e}") from None
+    ensure_writable(layout.done, layout.out)
     steps = plan(cfg)
     (layout.out / "config.json").write_text(dumps(cfg) + "\n")
     write_commands(cfg, steps, layout.out / "commands.sh")

@@ -47,7 +47,7 @@ from .fid import file_sha256, frechet_distance, load_stats, load_stats_meta, sav
 from .inception import FEATURE_DIM, InceptionFeatures
 from .latents import data_id, dataset_fingerprint, write_json_atomic
 from .perceptual import LPIPS, VGG16_FILE, build_lpips
-from .run import save_grid
+from .run import ensure_writable, save_grid
 from .tokenizer import RecTok, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -229,12 +229,9 @@ def _prepare_out(out: Path, is_main: bool) -> None:
     error = None
     if is_main:
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            error = f"cannot write to --out {out}: {e.strerror or e}"
+            ensure_writable(out)
+        except RectokError as e:
+            error = str(e)
     error = distributed.broadcast_object(error)
     if error:
         raise RectokError(error)

@@ -54,6 +54,7 @@ from .data import ImageDataset, ResumableSampler, build_dataset, build_loader, d
 from .distributed import resolve_device
 from .engine import autocast, progress, resolve_precision
 from .errors import DataError, RectokError
+from .run import ensure_writable
 
 logger = logging.getLogger(__name__)
 
@@ -710,15 +711,7 @@ def plot_report(report: ProbeReport, path: str | Path) -> Path:
 
 def prepare_out(out: str | Path) -> Path:
     """Create the output folder and check it is writable (before the probe spends any time)."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        test = out / ".write-test"
-        test.write_text("ok")
-        test.unlink()
-    except OSError as e:
-        raise RectokError(f"cannot write to --out {out}: {e.strerror or e}") from None
-    return out
+    return ensure_writable(out)
 
 
 def write_outputs(report: ProbeReport, out: str | Path) -> tuple[Path, Path]:

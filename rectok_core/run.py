@@ -23,6 +23,20 @@ from PIL import Image
 from .errors import RectokError
 
 
+def ensure_writable(folder: str | Path, named: str | Path | None = None) -> Path:
+    """Create ``folder`` and check that a file can be written in it; else a one-line error naming ``--out
+    named`` (default: the folder itself)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RectokError(f"cannot write to --out {named or folder}: {e.strerror or e}") from None
+    return folder
+
+
 class RunDir:
     def __init__(self, out: str | Path, resume: bool, is_main: bool = True):
         self.path = Path(out)
@@ -36,14 +50,8 @@ class RunDir:
             raise RectokError(f"{self.path} already holds a run ({self.latest}); pass --resume to continue it "
                               f"or choose another --out")
         if is_main:
-            try:
-                for d in (self.path, self.ckpt_dir, self.image_dir):
-                    d.mkdir(parents=True, exist_ok=True)
-                probe = self.path / ".write-test"
-                probe.write_text("ok")
-                probe.unlink()
-            except OSError as e:
-                raise RectokError(f"cannot write to --out {self.path}: {e.strerror or e}") from None
+            for d in (self.ckpt_dir, self.image_dir):
+                ensure_writable(d, self.path)
 
     def write_config(self, cfg_dict: dict) -> None:
         if self.is_main:
