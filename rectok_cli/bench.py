@@ -14,8 +14,6 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
-
-
 def _mem(rec: dict) -> str:
     b = rec.get("peak_memory_bytes")
     return "—" if b is None else f"{b / 2 ** 30:.2f}"
@@ -45,7 +43,7 @@ def show_result(result: dict, console: Console = out_console) -> None:
 
 
 def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
-    from rectok_core.bench import BenchConfig
+    from rectok_core.tools.bench import BenchConfig
 
     @app.command("bench")
     @user_errors
@@ -58,7 +56,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
         Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --steps 3 --warmup 1
         """
-        from rectok_core.bench import run_bench, write_result
+        from rectok_core.tools.bench import run_bench, write_result
 
         overrides, _ = split_overrides(BenchConfig, kwargs)
         cfg = BenchConfig(**{k: v for k, v in overrides.items() if v is not None})

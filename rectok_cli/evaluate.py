@@ -84,7 +84,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
         Generators are evaluated with `rectok sample` and `rectok eval-samples`, not here.
         """
-        from rectok_core.eval_tokenizer import evaluate_tokenizer
+        from rectok_core.metrics.tokenizer_eval import evaluate_tokenizer
 
         ev = evaluate_tokenizer(tokenizer, data, split=split, n=n, per_class=per_class, batch_size=batch_size, weights=weights,
                                 ref_stats=ref_stats, save_stats_to=save_stats, lpips_vgg=lpips_vgg,

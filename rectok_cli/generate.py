@@ -36,9 +36,10 @@ def _inception_device(device: str) -> str | None:
 def dit_config(overrides: dict):
     """Defaults → preset → flags for a new run; for --resume the saved config plus the allowed flag changes
     (the usual ones, and the paths of the tokenizer, latent cache and statistics folder)."""
-    from rectok_core import checkpoint
-    from rectok_core.config import DIT_TRAIN_PRESETS, DiTTrainConfig, build_config, flat_fields, resume_config, set_path
-    from rectok_core.run import RunDir
+    from rectok_core.config import build_config, flat_fields, resume_config, set_path
+    from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
+    from rectok_core.training.rundir import RunDir
+    from rectok_core.utils import checkpoint
 
     preset = overrides.pop("preset", None) or DIT_DEFAULT_PRESET
     if not overrides.get("resume"):
@@ -56,8 +57,6 @@ def dit_config(overrides: dict):
     return cfg
 
 
-
-
 def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
     """Add the generator commands to ``app``; ``user_errors`` is the CLI's one-line error wrapper."""
     _register_cache_latents(app, user_errors)
@@ -68,7 +67,8 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
 
 def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
-    from rectok_core.latents import CACHE_DTYPES, DEFAULT_SHARD_SIZE, ENCODE_PRECISIONS
+    from rectok_core.data.latent_cache import CACHE_DTYPES, DEFAULT_SHARD_SIZE
+    from rectok_core.data.latent_stats import ENCODE_PRECISIONS
 
     @app.command("cache-latents")
     @user_errors
@@ -92,7 +92,7 @@ def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
 
         A killed run resumes where it stopped; a folder made from another tokenizer or data is refused.
         """
-        from rectok_core.latents import cache_latents as run
+        from rectok_core.data.latent_cache import cache_latents as run
 
         if weights not in ("ema", "raw"):
             raise RectokError(f"--weights {weights!r}: choose one of ema, raw")
@@ -105,7 +105,7 @@ def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
 
 
 def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
-    from rectok_core.config import DIT_TRAIN_PRESETS, DiTTrainConfig
+    from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
 
     @app.command("train-dit")
     @user_errors
@@ -119,7 +119,7 @@ def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
 
         Launch with torchrun for several GPUs; --resume continues exactly.
         """
-        from rectok_core.train_dit import train_dit as run
+        from rectok_core.training.dit import train_dit as run
 
         overrides, _ = split_overrides(DiTTrainConfig, kwargs)
         path = run(dit_config(overrides))
@@ -128,7 +128,7 @@ def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
 
 
 def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
-    from rectok_core.sampling import SampleConfig
+    from rectok_core.sampling.folder import SampleConfig
 
     ckpt = inspect.Parameter("dit_ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
                              default=typer.Argument(..., help="DiT^DH checkpoint (train-dit)"))
@@ -143,7 +143,7 @@ def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
 
         Launch with torchrun to spread the samples over GPUs; a rerun continues an interrupted folder.
         """
-        from rectok_core.sampling import sample as run
+        from rectok_core.sampling.folder import sample as run
 
         overrides, _ = split_overrides(SampleConfig, kwargs)
         cfg = SampleConfig(**{k: v for k, v in overrides.items() if v is not None})
@@ -182,7 +182,11 @@ def _register_eval_samples(app: typer.Typer, user_errors: Callable) -> None:
 
         A metric that cannot be computed is reported as unavailable with the reason, never as a number.
         """
-        from rectok_core.eval_generator import default_result_path, evaluate_samples, write_result
+        from rectok_core.metrics.generator_eval import (
+            default_result_path,
+            evaluate_samples,
+            write_result,
+        )
 
         if workers < 0:
             raise RectokError(f"--workers must be >= 0, got {workers}")
@@ -235,8 +239,10 @@ def _register_fid_stats(app: typer.Typer, user_errors: Callable) -> None:
         device: str = typer.Option("auto", help="cuda, cpu or auto"),
     ):
         """Reference statistics (InceptionV3 pool3 mean and covariance) of an image folder, for eval-samples."""
-        from rectok_core.fid import file_sha256, folder_stats, save_stats
-        from rectok_core.inception import InceptionFeatures
+        from rectok_core.metrics.fid import save_stats
+        from rectok_core.metrics.folder_stats import folder_stats
+        from rectok_core.metrics.inception import InceptionFeatures
+        from rectok_core.utils.files import file_sha256
 
         for name, v in (("image-size", image_size), ("num", n), ("per-class", per_class), ("workers", workers)):
             if v < 0:

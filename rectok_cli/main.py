@@ -56,8 +56,8 @@ def resolve_config(cls: type, presets: dict, overrides: dict, kind: str):
 
     preset = overrides.pop("preset", None) or "base"
     if overrides.get("resume"):
-        from rectok_core import checkpoint
-        from rectok_core.run import RunDir
+        from rectok_core.training.rundir import RunDir
+        from rectok_core.utils import checkpoint
 
         cfg = build_config(cls, presets, preset, dict(overrides))
         ck = checkpoint.load(RunDir(cfg.run.out, True, False).latest, kind)
@@ -71,7 +71,7 @@ def _done(path) -> None:
 
 
 def _register_train_tokenizer() -> None:
-    from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+    from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 
     @app.command("train-tokenizer")
     @user_errors
@@ -81,14 +81,14 @@ def _register_train_tokenizer() -> None:
 
         Launch with torchrun for several GPUs or nodes. Every option defaults to the --preset's value.
         """
-        from rectok_core.train_tokenizer import train_tokenizer as run
+        from rectok_core.training.tokenizer import train_tokenizer as run
 
         overrides, _ = split_overrides(TokenizerTrainConfig, kwargs)
         _done(run(resolve_config(TokenizerTrainConfig, TOKENIZER_PRESETS, overrides, "tokenizer")))
 
 
 def _register_finetune_decoder() -> None:
-    from rectok_core.config import FINETUNE_PRESETS, FinetuneConfig
+    from rectok_core.training.config import FINETUNE_PRESETS, FinetuneConfig
 
     ckpt = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
                              default=typer.Argument(..., help="stage-1 tokenizer checkpoint (train-tokenizer)"))
@@ -101,7 +101,7 @@ def _register_finetune_decoder() -> None:
 
         The result is a tokenizer checkpoint that every downstream command accepts.
         """
-        from rectok_core.train_tokenizer import finetune_decoder as run
+        from rectok_core.training.tokenizer import finetune_decoder as run
 
         overrides, _ = split_overrides(FinetuneConfig, kwargs)
         cfg = resolve_config(FinetuneConfig, FINETUNE_PRESETS, overrides, "tokenizer")

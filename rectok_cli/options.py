@@ -65,7 +65,6 @@ def split_overrides(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
             {k: v for k, v in kwargs.items() if k not in names})
 
 
-
 def with_flags(fn: Callable, name: str, *decls: str) -> Callable:
     """Give the generated option ``name`` of ``fn`` the flags ``decls`` (e.g. ``-n``, or ``--batch-size`` for
     ``--batch-sizes``), keeping its help."""

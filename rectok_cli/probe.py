@@ -56,7 +56,7 @@ def show_report(report, console: Console = out_console) -> None:
 
 def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
     """Add ``probe-flow`` to ``app``; ``user_errors`` is the CLI's one-line error wrapper."""
-    from rectok_core.probe import ProbeConfig
+    from rectok_core.metrics.probe_run import ProbeConfig
 
     checkpoints = inspect.Parameter(
         "checkpoints", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=List[str],
@@ -73,7 +73,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
         chance.
         """
         from rectok_core.config import check_choices
-        from rectok_core.probe import prepare_out, run_probe, write_outputs
+        from rectok_core.metrics.probe_run import prepare_out, run_probe, write_outputs
 
         overrides, _ = split_overrides(ProbeConfig, kwargs)
         if overrides.get("t_grid") is not None and overrides.get("t_steps") is not None:

@@ -31,8 +31,9 @@ def run_step(app: typer.Typer, argv: list[str]) -> None:
 def run_study(app: typer.Typer, cfg, show: Callable[[str], None] = console.print) -> dict[str, Path]:
     """Every step of ``plan(cfg)`` not yet done (a marker per step), then the results files."""
     from rectok_core.config import dumps
-    from rectok_core.run import ensure_writable
-    from rectok_core.study import Layout, plan, write_commands, write_results
+    from rectok_core.tools.study import Layout, plan, write_commands
+    from rectok_core.tools.study_report import write_results
+    from rectok_core.utils.files import ensure_writable
 
     layout = Layout(cfg.run.out)
     ensure_writable(layout.done, layout.out)
@@ -62,7 +63,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
     """Add ``reproduce`` to ``app``."""
     import inspect
 
-    from rectok_core.study import STUDY_PRESETS, StudyConfig
+    from rectok_core.tools.study import STUDY_PRESETS, StudyConfig
 
     smoke = inspect.Parameter("smoke", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                               default=typer.Option(False, "--smoke", help="the CPU smoke variant: same as "

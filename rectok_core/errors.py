@@ -1,4 +1,9 @@
 """User-facing errors: the CLI prints their message as one line and exits non-zero."""
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
 
 
 class RectokError(Exception):
@@ -15,3 +20,10 @@ class CheckpointError(RectokError):
 
 class DataError(RectokError):
     """A dataset is empty, unreadable or inconsistent."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` collapsed to one line (user-facing errors are one line)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+

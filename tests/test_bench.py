@@ -11,8 +11,8 @@ import torch.nn as nn
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
-from rectok_core import bench
-from rectok_core.layers import Block, swiglu_hidden
+from rectok_core.models.layers import Block, swiglu_hidden
+from rectok_core.tools import bench, bench_workloads
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_cli_bench_tiny_cpu_writes_every_workload(tmp_path):
         assert rec["img_per_s"] == pytest.approx(4 / rec["median_step_s"])
         assert rec["tflops_per_s"] == pytest.approx(rec["flops_per_step"] / rec["median_step_s"] / 1e12)
         assert rec["mfu"] == pytest.approx(rec["tflops_per_s"] / res["ceiling"]["tflops"])
-        assert rec["flops_counted"] == ("forward+backward" if rec["workload"] in bench.TRAINING else "forward")
+        assert rec["flops_counted"] == ("forward+backward" if rec["workload"] in bench_workloads.TRAINING else "forward")
     by = {rec["workload"]: rec for rec in res["records"]}
     # what the workloads are: the GAN adds work, AutoGuidance adds a second model, CFG doubles the batch
     assert by["tokenizer-gan"]["settings"]["gan"] and not by["tokenizer-nogan"]["settings"]["gan"]
@@ -132,9 +132,9 @@ def test_help_lists_every_workload():
 
 
 def test_every_dit_size_has_a_default_guide():
-    from rectok_core.bench import GUIDE_FOR
-    from rectok_core.config import DIT_SIZES
-    from rectok_core.dit import DIT_PRESETS
+    from rectok_core.models.dit import DIT_PRESETS
+    from rectok_core.tools.bench_workloads import GUIDE_FOR
+    from rectok_core.training.config import DIT_SIZES
 
     assert set(GUIDE_FOR) == set(DIT_SIZES) == set(DIT_PRESETS)
     assert all(g in DIT_PRESETS for g in GUIDE_FOR.values())

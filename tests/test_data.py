@@ -11,18 +11,10 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from rectok_core.data import (
-    ImageDataset,
-    ResumableSampler,
-    build_dataset,
-    build_loader,
-    center_crop_arr,
-    digits,
-    drop_bad,
-    image_folder,
-    limit_per_class,
-    list_file,
-)
+from rectok_core.data.datasets import ImageDataset, digits, limit_per_class
+from rectok_core.data.readers import build_dataset, image_folder, list_file
+from rectok_core.data.sampler import ResumableSampler, build_loader, drop_bad
+from rectok_core.data.transforms import center_crop_arr
 from rectok_core.errors import DataError, RectokError
 
 

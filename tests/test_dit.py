@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from rectok_core.dit import (
+from rectok_core.errors import RectokError
+from rectok_core.models.dit import (
     DIT_PRESETS,
     DDTBlock,
     DiTConfig,
@@ -15,8 +16,7 @@ from rectok_core.dit import (
     rope_angles_2d,
     sincos_pos_embed_2d,
 )
-from rectok_core.errors import RectokError
-from rectok_core.layers import apply_rope
+from rectok_core.models.layers import apply_rope
 
 
 def _count(module: torch.nn.Module, trainable: bool = True) -> int:

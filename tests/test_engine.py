@@ -5,12 +5,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from rectok_core import checkpoint
-from rectok_core.config import (TOKENIZER_PRESETS, TokenizerTrainConfig, build_config, from_dict, resume_config,
-                                to_dict)
-from rectok_core.engine import EMA, FiniteGuard, StepRandom, hold_then_linear, param_groups, warmup_cosine
+from rectok_core.config import build_config, from_dict, resume_config, to_dict
 from rectok_core.errors import CheckpointError, RectokError
-from rectok_core.tokenizer import RecTok
+from rectok_core.models.tokenizer import RecTok
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+from rectok_core.training.engine import (
+    EMA,
+    FiniteGuard,
+    StepRandom,
+    hold_then_linear,
+    param_groups,
+    warmup_cosine,
+)
+from rectok_core.utils import checkpoint
 
 
 def test_warmup_cosine_hand_values():

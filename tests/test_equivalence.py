@@ -23,18 +23,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rectok_core import engine
-from rectok_core.config import (DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig,
-                                build_config)
-from rectok_core.engine import StepRandom, param_groups
-from rectok_core.flow import sample_t as tok_sample_t
-from rectok_core.flow import shift_time
-from rectok_core.latents import LatentStats
-from rectok_core.perceptual import LPIPS, PerceptualLoss
-from rectok_core.run import read_metrics
-from rectok_core.tokenizer import random_masking
-from rectok_core.train_dit import build_dit_trainer
-from rectok_core.train_tokenizer import build_teacher_for, build_trainer, train_tokenizer
+from rectok_core.config import build_config
+from rectok_core.data.latent_stats import LatentStats
+from rectok_core.flow.noise import sample_t as tok_sample_t
+from rectok_core.flow.noise import shift_time
+from rectok_core.losses.perceptual import LPIPS, PerceptualLoss
+from rectok_core.models.tokenizer import random_masking
+from rectok_core.training import engine
+from rectok_core.training.config import (
+    DIT_TRAIN_PRESETS,
+    TOKENIZER_PRESETS,
+    DiTTrainConfig,
+    TokenizerTrainConfig,
+)
+from rectok_core.training.dit import build_dit_trainer
+from rectok_core.training.engine import StepRandom, param_groups
+from rectok_core.training.rundir import read_metrics
+from rectok_core.training.tokenizer import (
+    build_teacher_for,
+    build_trainer,
+    train_tokenizer,
+)
 
 CPU = torch.device("cpu")
 
@@ -369,9 +378,13 @@ def test_training_steps_make_no_host_syncs():
 # ---------------------------------------------------------------------------------------------------------
 def test_compiled_sampling_matches_eager():
     """Inductor on CPU: CFG sampling with the compiled DiT gives the eager images to float rounding."""
-    from rectok_core.dit import build_dit
-    from rectok_core.engine import maybe_compile
-    from rectok_core.sampling import RowPadded, build_velocity, generate_latents
+    from rectok_core.models.dit import build_dit
+    from rectok_core.sampling.generate import (
+        RowPadded,
+        build_velocity,
+        generate_latents,
+    )
+    from rectok_core.training.engine import maybe_compile
 
     torch.manual_seed(0)
     model = build_dit("tiny", in_channels=16, input_size=8, num_classes=10).eval().requires_grad_(False)

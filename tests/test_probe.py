@@ -8,17 +8,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import make_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_image_folder
 from rectok_cli.main import app
-from rectok_core import checkpoint
-from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config
-from rectok_core.flow import noise_latents
-from rectok_core.probe import (ProbeConfig, check_chance, fit_linear, image_noise, pooled_flow_features,
-                               pooled_noise, probe_accuracy, probe_along_flow, run_probe, standardize)
-from rectok_core.train_tokenizer import train_tokenizer
+from rectok_core.config import build_config
+from rectok_core.flow.noise import noise_latents
+from rectok_core.metrics.probe import (
+    check_chance,
+    fit_linear,
+    image_noise,
+    pooled_flow_features,
+    pooled_noise,
+    probe_accuracy,
+    probe_along_flow,
+    standardize,
+)
+from rectok_core.metrics.probe_run import ProbeConfig, run_probe
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils import checkpoint
 
 runner = CliRunner()
 
@@ -117,7 +127,7 @@ def test_chance_check_flags_labels_leaking_at_t1(caplog):
     ytr, yva = torch.arange(200) % 4, torch.arange(80) % 4
     leak_tr = nn.functional.one_hot(ytr, 4).float() + 0.1 * torch.randn(200, 4)
     leak_va = nn.functional.one_hot(yva, 4).float() + 0.1 * torch.randn(80, 4)
-    with caplog.at_level(logging.WARNING, logger="rectok_core.probe"):
+    with caplog.at_level(logging.WARNING, logger="rectok_core.metrics"):
         curve = probe_along_flow(torch.randn(200, 4), leak_tr, ytr, torch.randn(80, 4), leak_va, yva, [0.0, 0.5],
                                  4, label="rigged")
     assert not curve.chance_check.passed and curve.chance_check.t == 1.0
@@ -136,8 +146,8 @@ class PixelTeacher(nn.Module):
 
 
 def test_raw_space_custom_grid_and_teacher_line(tokenizers, tmp_path, monkeypatch):
-    from rectok_core import teachers
-    from rectok_core.probe import write_outputs
+    from rectok_core.metrics.probe_run import write_outputs
+    from rectok_core.teachers import base as teachers
 
     seen = {}
 

@@ -5,11 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PYTHON, ROOT, cli_env, make_image_folder
+
 from rectok_core.config import build_config
 from rectok_core.errors import RectokError
-from rectok_core.study import STUDY_PRESETS, StudyConfig, arms, collect, dim_arms, markdown, plan
+from rectok_core.tools.study import STUDY_PRESETS, StudyConfig, arms, dim_arms, plan
+from rectok_core.tools.study_report import collect, markdown
 
 
 @pytest.fixture(scope="module")

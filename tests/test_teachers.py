@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rectok_core import teachers as T
 from rectok_core.errors import CheckpointError, RectokError, WeightsNotFound
-from rectok_core.teachers import TEACHERS, build_teacher, teacher_dim
+from rectok_core.teachers import base as T
+from rectok_core.teachers.registry import TEACHERS, build_teacher, teacher_dim
+from rectok_core.utils import env
 
 
 @pytest.fixture(autouse=True)
@@ -258,7 +259,7 @@ def test_probe_failure_sets_hf_offline(monkeypatch):
 def test_probe_is_bounded():
     """The real probe returns within its limit even for an unroutable address."""
     start = time.monotonic()
-    assert T._probe("10.255.255.1", 443, timeout=0.3) in (False, True)
+    assert env._probe("10.255.255.1", 443, timeout=0.3) in (False, True)
     assert time.monotonic() - start < 2
 
 

@@ -4,12 +4,23 @@ import math
 import pytest
 import torch
 
-from rectok_core.config import TokenizerModelConfig
-from rectok_core.flow import noise_latents, sample_t, shifted_quantile, timestep_shift
-from rectok_core.layers import apply_rope, rope_table
-from rectok_core.losses import mse01, semantic_loss
-from rectok_core.tokenizer import (DiagonalGaussian, RecTok, count_params, cosine_loss_map, masked_token_flags,
-                                   random_masking)
+from rectok_core.flow.noise import (
+    noise_latents,
+    sample_t,
+    shifted_quantile,
+    timestep_shift,
+)
+from rectok_core.losses.tokenizer import mse01, semantic_loss
+from rectok_core.models.layers import apply_rope, rope_table
+from rectok_core.models.tokenizer import (
+    DiagonalGaussian,
+    RecTok,
+    TokenizerModelConfig,
+    cosine_loss_map,
+    count_params,
+    masked_token_flags,
+    random_masking,
+)
 
 TINY = dict(image_size=32, patch_size=4, width=64, depth=2, heads=4, dim=16, sem_width=32, sem_depth=1,
             sem_heads=2, teacher_dim=24)

@@ -6,14 +6,15 @@ import time
 
 import pytest
 import torch
+from conftest import PYTHON, ROOT, cli_env, make_image_folder
 from typer.testing import CliRunner
 
-from conftest import PYTHON, ROOT, cli_env, make_image_folder
 from rectok_cli.main import app
-from rectok_core import checkpoint
-from rectok_core.config import TOKENIZER_PRESETS, TokenizerTrainConfig, build_config, resume_config
-from rectok_core.run import read_metrics
-from rectok_core.train_tokenizer import train_tokenizer
+from rectok_core.config import build_config, resume_config
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
+from rectok_core.training.rundir import read_metrics
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils import checkpoint
 
 runner = CliRunner()
 
@@ -138,7 +139,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    from rectok_core import losses
+    from rectok_core.losses import tokenizer as losses
 
     real = losses.mse01
     calls = {"n": 0}

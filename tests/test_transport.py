@@ -6,19 +6,21 @@ import math
 import pytest
 import torch
 
-from rectok_core.dit import build_dit
-from rectok_core.flow import shift_time
-from rectok_core.transport import (
+from rectok_core.flow.guidance import (
     autoguidance_velocity,
     cfg_velocity,
     conditional_velocity,
+)
+from rectok_core.flow.noise import shift_time
+from rectok_core.flow.solvers import sample_ode
+from rectok_core.flow.transport import (
     flow_matching_loss,
     initial_noise,
     labels_for,
-    sample_ode,
     sample_t,
     time_grid,
 )
+from rectok_core.models.dit import build_dit
 
 S = 2 * math.sqrt(2)  # the recipe's shift for 16×16×128 latents
 

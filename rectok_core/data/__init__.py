@@ -1,0 +1,1 @@
+"""Datasets, readers, transforms, the resumable sampler, latent statistics and the latent cache."""

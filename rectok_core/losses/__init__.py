@@ -1,0 +1,1 @@
+"""Training objectives: the tokenizer's reconstruction/semantic/KL terms and the perceptual losses."""

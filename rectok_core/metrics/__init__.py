@@ -1,0 +1,1 @@
+"""Measurements: Inception features, FID and friends, image metrics, tokenizer/generator eval, probes."""

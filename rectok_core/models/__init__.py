@@ -1,0 +1,1 @@
+"""The networks: shared layers, the RecTok tokenizer, the DiT^DH generator, the PatchGAN discriminator."""

@@ -1,0 +1,1 @@
+"""Generation: the sampling math, and the resumable sample folder around it."""

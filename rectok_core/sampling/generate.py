@@ -1,0 +1,163 @@
+"""The generation math: loading DiTs, guided velocities, latents from seeds, decoding."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rectok_core.data.latent_stats import LatentStats
+from rectok_core.errors import CheckpointError, RectokError
+from rectok_core.flow.guidance import (
+    autoguidance_velocity,
+    cfg_velocity,
+    conditional_velocity,
+)
+from rectok_core.flow.noise import timestep_shift
+from rectok_core.flow.solvers import sample_ode
+from rectok_core.flow.transport import VelocityFn, initial_noise, time_grid
+from rectok_core.models.dit import DiTConfig, DiTDH
+from rectok_core.models.tokenizer import RecTok, load_tokenizer
+from rectok_core.training.engine import (
+    autocast,
+)
+from rectok_core.utils import checkpoint, files
+
+logger = logging.getLogger(__name__)
+
+
+GUIDANCE = ("none", "cfg", "autoguidance")
+
+
+SAMPLERS = ("euler", "heun")
+
+
+MIN_ROWS = 16
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class LoadedDiT:
+    """A DiT^DH checkpoint ready for sampling, with what it needs to be decoded."""
+
+    model: DiTDH
+    stats: LatentStats
+    classes: list[str]
+    path: str
+    sha256: str
+    weights: str
+    tokenizer: dict[str, Any]  # path, sha256, weights of the tokenizer it was trained on
+    step: int
+
+
+def load_dit(path: str | os.PathLike[str], weights: str = "ema", device: torch.device | str = "cpu") -> LoadedDiT:
+    """The DiT^DH of a ``train-dit`` checkpoint (eval mode, frozen); any other kind is a one-line error."""
+    ck = checkpoint.load(path, "dit")
+    model = DiTDH(DiTConfig(**ck["dit_config"]))
+    checkpoint.load_state_strict(model, ck["ema" if weights == "ema" else "model"], f"{path} ({weights} weights)")
+    model.eval().requires_grad_(False).to(device)
+    return LoadedDiT(model=model, stats=LatentStats.from_state(ck["latent_stats"]), classes=list(ck["classes"]),
+                     path=str(path), sha256=files.file_sha256(path), weights=weights,
+                     tokenizer=dict(ck["tokenizer"]), step=int(ck["step"]))
+
+
+def load_matching_tokenizer(dit: LoadedDiT, override: str | None, device: torch.device) -> tuple[RecTok, dict]:
+    """The tokenizer a DiT was trained on: its recorded path (or ``override``), checked by sha256."""
+    path = override or dit.tokenizer["path"]
+    if not Path(path).is_file():
+        raise CheckpointError(f"tokenizer checkpoint {path} (recorded in {dit.path}) not found: pass --tokenizer")
+    tokenizer, meta = load_tokenizer(path, use_ema=dit.tokenizer["weights"] == "ema", device=device)
+    if meta["sha256"] != dit.tokenizer["sha256"]:
+        raise CheckpointError(f"tokenizer {path} (sha256 {meta['sha256'][:12]}) is not the one {dit.path} was "
+                              f"trained on (sha256 {dit.tokenizer['sha256'][:12]})")
+    return tokenizer, meta
+
+
+def check_guide(main: LoadedDiT, guide: LoadedDiT) -> None:
+    """AutoGuidance needs a guide of the same latent space: shape, classes, tokenizer and statistics."""
+    a, b = main.model.config, guide.model.config
+    shape_a = (a.in_channels, a.input_size, a.input_size)
+    shape_b = (b.in_channels, b.input_size, b.input_size)
+    if shape_a != shape_b:
+        raise RectokError(f"guide {guide.path} models latents of shape {'×'.join(map(str, shape_b))}, the DiT "
+                          f"{'×'.join(map(str, shape_a))}: AutoGuidance needs the same latent shape")
+    if a.num_classes != b.num_classes:
+        raise RectokError(f"guide {guide.path} has {b.num_classes} classes, the DiT {a.num_classes}: AutoGuidance "
+                          f"needs the same classes")
+    if guide.tokenizer["sha256"] != main.tokenizer["sha256"]:
+        raise RectokError(f"guide {guide.path} was trained on another tokenizer ({guide.tokenizer['sha256'][:12]}, "
+                          f"the DiT's is {main.tokenizer['sha256'][:12]})")
+    if not (torch.allclose(guide.stats.mean, main.stats.mean, rtol=1e-4, atol=1e-6)
+            and torch.allclose(guide.stats.std, main.stats.std, rtol=1e-4, atol=1e-6)):
+        raise RectokError(f"guide {guide.path} normalises latents with other statistics than the DiT (another "
+                          f"data set?): their velocities are not comparable")
+
+
+class RowPadded:
+    """A velocity model evaluated on at least ``min_rows`` rows (see the module docstring)."""
+
+    def __init__(self, model: VelocityFn, min_rows: int = MIN_ROWS):
+        self.model, self.min_rows = model, min_rows
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        if b >= self.min_rows:
+            return self.model(x, t, y)
+        rows = torch.cat([torch.arange(b), torch.zeros(self.min_rows - b, dtype=torch.long)]).to(x.device)
+        return self.model(x[rows], t[rows], y[rows])[:b]
+
+
+def build_velocity(model: VelocityFn, method: str, scale: float, null_class: int, guide: VelocityFn | None = None,
+                   interval: tuple[float, float] = (0.0, 1.0)) -> VelocityFn:
+    """The velocity the ODE integrates: conditional (``none`` or scale 1), CFG or AutoGuidance."""
+    if method not in GUIDANCE:
+        raise ValueError(f"unknown guidance {method!r}; choose one of {GUIDANCE}")
+    if method == "none" or scale == 1.0:
+        return conditional_velocity(model)
+    if method == "cfg":
+        return cfg_velocity(model, scale, null_class, interval)
+    if guide is None:
+        raise ValueError("AutoGuidance needs a guide model")
+    return autoguidance_velocity(model, guide, scale, interval)
+
+
+@torch.no_grad()
+def generate_latents(velocity: VelocityFn, indices: torch.Tensor, labels: torch.Tensor, seed: int,
+                     shape: tuple[int, int, int], steps: int, method: str, device: torch.device,
+                     precision: str) -> torch.Tensor:
+    """Normalised latents ``(B, C, h, w)`` (fp32) of samples ``indices``: noise from ``(seed, index)``, the shifted
+    grid of ``steps`` points for this latent shape, ``method`` (euler / heun) under ``precision`` autocast."""
+    x0 = initial_noise(indices.cpu(), seed, shape).to(device)
+    grid = time_grid(steps, timestep_shift(shape[1], shape[2], shape[0]), device)
+    with autocast(device, precision):
+        return sample_ode(velocity, x0, labels.to(device), grid, method)
+
+
+@torch.no_grad()
+def decode_latents(tokenizer: RecTok, stats: LatentStats, latents: torch.Tensor, precision: str) -> torch.Tensor:
+    """Normalised latent maps → images in [−1, 1] ``(B, 3, H, W)`` (fp32, clamped): denormalise, pixel decoder."""
+    tokens = tokenizer.latent_tokens(stats.denormalize(latents.float()))
+    b = tokens.shape[0]
+    if b < MIN_ROWS:
+        tokens = torch.cat([tokens, tokens[:1].expand(MIN_ROWS - b, -1, -1)])
+    with autocast(latents.device, precision):
+        img = tokenizer.decode(tokens)
+    return img[:b].float().clamp(-1, 1)
+
+
+@torch.no_grad()
+def preview_rows(model: DiTDH, tokenizer: RecTok, stats: LatentStats, classes: list[int], per_class: int,
+                 seed: int, steps: int, device: torch.device, precision: str) -> list[torch.Tensor]:
+    """One row of ``per_class`` images per class (Euler, no guidance, fixed noise): the training preview grid."""
+    cfg = model.config
+    shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
+    labels = torch.tensor(classes).repeat_interleave(per_class)
+    z = generate_latents(conditional_velocity(RowPadded(model)), torch.arange(len(labels)), labels, seed, shape,
+                         steps, "euler", device, precision)
+    return list(decode_latents(tokenizer, stats, z, precision).split(per_class))
+

@@ -1,0 +1,1 @@
+"""Frozen vision foundation models whose features the semantic decoder learns to predict."""

@@ -1,0 +1,1 @@
+"""Training: configs, the optimisation engine, run directories and the two training loops."""

@@ -1,0 +1,289 @@
+"""DiT^DH training on a tokenizer's latents: class-conditional flow matching (recipe §4.2, §4.4, §4.5).
+
+Per step: ``(index, flip)`` keys from the resumable sampler → posterior moments (read from the latent cache, or
+encoded from the images by the frozen tokenizer) → posterior sample ``z = mean + std·ε`` → ``x1 = (z − μ_c)/σ_c``
+→ label-drop mask → ``t = 1 − shift(u)``, ``x0 ~ N(0, I)``, ``x_t = t·x1 + (1 − t)·x0`` → MSE(``v(x_t, t, y)``,
+``x1 − x0``) → AdamW (clip 1) → EMA. Every random draw of a step (ε, the drop mask, t, x0) comes from the step
+generator seeded by (seed, rank, step), so a resumed run continues exactly.
+
+Learning rate: ``--lr`` until epoch ``--decay-start``, then linear to ``--min-lr`` at epoch ``--decay-end``,
+constant after; no warm-up (the official 40 / 800 anchors hold for the 80- and 600-epoch checkpoints alike).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from rectok_core.config import to_dict
+from rectok_core.data.latent_cache import ensure_latent_cache
+from rectok_core.data.latent_stats import (
+    LatentStats,
+    encode_moments,
+    load_or_compute_stats,
+)
+from rectok_core.data.readers import build_dataset
+from rectok_core.data.sampler import ResumableSampler
+from rectok_core.errors import CheckpointError, DataError
+from rectok_core.flow.noise import timestep_shift
+from rectok_core.flow.transport import flow_matching_loss
+from rectok_core.models.dit import DiTDH, build_dit
+from rectok_core.models.tokenizer import RecTok, load_tokenizer
+from rectok_core.sampling.generate import preview_rows
+from rectok_core.training.config import DiTOptimConfig, DiTTrainConfig
+from rectok_core.training.engine import (
+    EMA,
+    FiniteGuard,
+    MetricWindow,
+    StepRandom,
+    Throughput,
+    adamw,
+    autocast,
+    cuda_fast_paths,
+    hold_then_linear,
+    maybe_compile,
+    param_groups,
+    progress,
+    resolve_compile,
+    resolve_precision,
+    set_lr,
+)
+from rectok_core.training.rundir import RunDir
+from rectok_core.training.scaffold import Batches, log_first_step
+from rectok_core.utils import checkpoint, distributed
+from rectok_core.utils.images import save_grid
+
+KIND = "dit"
+
+
+IMAGENET_PREVIEW_CLASSES = [207, 360, 387, 974, 88, 979, 417, 279]  # the official visualisation classes
+
+
+PREVIEW_STEPS = 25
+
+
+PREVIEW_PER_CLASS = 4
+
+
+def train_dit(cfg: DiTTrainConfig) -> Path:
+    """Run (or resume) DiT^DH training; returns the path of the final checkpoint."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        return _train(cfg, d)
+    finally:
+        distributed.cleanup()
+
+
+@dataclasses.dataclass
+class DiTTrainer:
+    """The DiT^DH, its EMA and AdamW, and one optimizer step (shared by the training loop and ``rectok bench``).
+
+    A batch holds ``label`` and either the posterior moments ``mean``/``logvar`` (latent cache) or ``image``
+    (encoded by the frozen ``tokenizer`` inside the step, the official online mode). The step never waits for
+    the device; its metrics are device tensors.
+    """
+    model: DiTDH
+    ema: EMA
+    opt: torch.optim.Optimizer
+    stats: LatentStats
+    optim: DiTOptimConfig
+    device: torch.device
+    precision: str                              # resolved: "bf16" or "fp32"
+    tokenizer: RecTok | None = None             # for batches of images (online encoding)
+    grad_accum: int = 1
+    net: torch.nn.Module | None = None          # what the step calls: the model, DDP- and/or compile-wrapped
+    model_ddp: torch.nn.Module | None = None    # the DDP wrapper (no_sync), or the model
+    distributed: bool = False
+    shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
+        if self.model_ddp is None:
+            self.model_ddp = self.model
+        c = self.model.config
+        self.shift = timestep_shift(c.input_size, c.input_size, c.in_channels)
+
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        """DDP (when distributed) and torch.compile around the model; call after loading a checkpoint."""
+        dev = self.device
+        self.distributed = ddp
+        net = self.model_ddp = DDP(self.model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+            if ddp else self.model
+        self.net = maybe_compile(net, compile)
+
+    def step(self, next_batch: Callable[[], dict], rnd: StepRandom) -> tuple[dict[str, torch.Tensor], int]:
+        """One optimizer step over ``grad_accum`` micro-batches with the randomness of ``rnd`` (already at this
+        step): posterior sample, normalisation, label drop, flow-matching loss, backward, clip, AdamW, EMA.
+        Returns the metrics (device tensors) and the size of the last micro-batch."""
+        dev, O = self.device, self.optim
+        for micro in range(self.grad_accum):
+            batch = next_batch()
+            y = batch["label"].to(dev, non_blocking=True)
+            if "mean" in batch:
+                mean = batch["mean"].to(dev, non_blocking=True)
+                logvar = batch["logvar"].to(dev, non_blocking=True)
+            else:
+                mean, logvar = encode_moments(self.tokenizer, batch["image"].to(dev, non_blocking=True),
+                                              self.precision)
+            eps = torch.randn(mean.shape, generator=rnd.device, device=dev)
+            x1 = self.stats.normalize(mean + torch.exp(0.5 * logvar) * eps)  # posterior sample, normalised
+            drop = self.model.draw_drop_mask(y.shape[0], rnd.device, dev)
+            sync = micro == self.grad_accum - 1 or not self.distributed
+            with self.model_ddp.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, self.precision):
+                    loss, _ = flow_matching_loss(self.net, x1, y, rnd.device, self.shift, drop_mask=drop)
+                (loss / self.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                               O.grad_clip if O.grad_clip > 0 else float("inf"), foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        return {"loss": loss.detach(), "grad_norm": gnorm, "latent_std": x1.detach().std()}, y.shape[0]
+
+
+def build_dit_trainer(size: str, latent_shape: tuple[int, int, int], num_classes: int, class_dropout: float,
+                      O: DiTOptimConfig, stats: LatentStats, device: torch.device, precision: str,
+                      tokenizer: RecTok | None = None, grad_accum: int = 1) -> DiTTrainer:
+    """A fresh DiT^DH of preset ``size`` for latents ``(C, h, w)``, with its EMA and AdamW, on ``device``."""
+    C, h, _ = latent_shape
+    model = build_dit(size, in_channels=C, input_size=h, num_classes=num_classes,
+                      class_dropout=class_dropout).to(device)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), O.lr, (O.beta1, O.beta2), device)
+    return DiTTrainer(model=model, ema=ema, opt=opt, stats=stats, optim=O, device=device, precision=precision,
+                      tokenizer=tokenizer, grad_accum=grad_accum)
+
+
+def preview_classes(num_classes: int) -> list[int]:
+    return IMAGENET_PREVIEW_CLASSES if num_classes == 1000 else list(range(min(8, num_classes)))
+
+
+def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
+    R, O, M, L = cfg.run, cfg.optim, cfg.model, cfg.latents
+    dev = d.device
+    run = RunDir(R.out, R.resume, d.is_main)
+    torch.manual_seed(R.seed + d.rank)
+    cuda_fast_paths(dev)
+    prec = resolve_precision(dev, R.precision)
+    compiled = resolve_compile(R.compile, dev)
+    resumed = checkpoint.load(run.latest, KIND) if R.resume else None
+
+    tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
+    if resumed is not None and tmeta["sha256"] != resumed["tokenizer"]["sha256"]:
+        raise CheckpointError(f"tokenizer {L.tokenizer} (sha256 {tmeta['sha256'][:12]}) is not the one the run in "
+                              f"{R.out} trains on (sha256 {resumed['tokenizer']['sha256'][:12]})")
+    (h, w), C = tokenizer.cfg.grid, tokenizer.cfg.dim
+    if L.cache_latents:
+        dataset = ensure_latent_cache(L.cache_latents, tokenizer, tmeta, R.data, d, batch_size=L.encode_batch_size,
+                                      workers=R.workers, strict=R.strict_data)
+        stats: LatentStats | None = dataset.stats
+    else:
+        dataset = build_dataset(R.data, tokenizer.cfg.image_size, split="train", strict=R.strict_data)
+        if not dataset.has_labels:
+            raise DataError(f"{R.data} is unlabelled: the class-conditional generator needs class labels")
+        stats = None if resumed else load_or_compute_stats(tokenizer, tmeta, dataset, L.stats_dir, d,
+                                                           L.encode_batch_size, R.workers)
+    classes = list(dataset.classes)
+    if resumed is not None:
+        stats = LatentStats.from_state(resumed["latent_stats"])  # the statistics the run started with
+        if classes != list(resumed["classes"]):
+            raise DataError(f"{R.data} has other classes than the run being resumed ({len(classes)} vs "
+                            f"{len(resumed['classes'])})")
+    assert stats is not None
+
+    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
+                               drop_last=True, batch_size=R.batch_size)
+    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
+                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
+    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    decay_start, decay_end = round(O.decay_start * steps_per_epoch), round(O.decay_end * steps_per_epoch)
+    global_batch = R.batch_size * R.grad_accum * d.world_size
+
+    tr = build_dit_trainer(M.size, (C, h, w), len(classes), M.class_dropout, O, stats, dev, prec,
+                           tokenizer=None if L.cache_latents else tokenizer, grad_accum=R.grad_accum)
+    model, ema, opt = tr.model, tr.ema, tr.opt
+    step = 0
+    if resumed is not None:
+        checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
+        ema.load_state_dict(resumed["ema"])
+        opt.load_state_dict(resumed["opt"])
+        checkpoint.set_rng_state(resumed["rng"])
+        step = resumed["step"]
+        run.log({"event": "resume", "step": step})
+    run.write_config(to_dict(cfg))
+
+    tr.wrap(ddp=d.enabled, compile=compiled)
+    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
+    epoch, pos = divmod(step, steps_per_epoch)
+    batches.start(epoch, pos * R.grad_accum)
+    shift = tr.shift
+    rnd = StepRandom(R.seed, d.rank, dev)
+    guard, meter = FiniteGuard(dev), Throughput(dev)
+    window = MetricWindow()
+    bar = progress(total, step, "train-dit", d.is_main)
+    if d.is_main and step == 0:
+        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": O.lr,
+                 "decay_steps": [decay_start, decay_end], "global_batch": global_batch, "world_size": d.world_size,
+                 "precision": prec, "compile": compiled, "shift": shift,
+                 "latents": "cache" if L.cache_latents else "online",
+                 "latent_shape": [C, h, w], "num_classes": len(classes),
+                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+
+    first = step
+    t_first = time.perf_counter()
+    while step < total:
+        lr = hold_then_linear(step, decay_start, decay_end, O.lr, O.min_lr)
+        set_lr([opt], lr)
+        rnd.at(step)
+        terms, n = tr.step(batches.next, rnd)
+        guard.observe(step + 1, {"loss": terms["loss"]})
+        window.add(terms)
+        meter.add(n * d.world_size * R.grad_accum)
+        step += 1
+        bar.update(1)
+        if step == first + 1:
+            log_first_step(run, step, t_first, dev, compiled)
+
+        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+        if step % R.log_every == 0 or step == total:
+            rec = window.means()
+            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
+                       bad_images=batches.bad)
+            run.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
+        if d.is_main and (step % R.image_every == 0 or step == total):
+            rows = preview_rows(ema.module, tokenizer, stats, preview_classes(len(classes)), PREVIEW_PER_CLASS,
+                                R.seed, PREVIEW_STEPS, dev, prec)
+            save_grid(rows, run.image_dir / f"samples_{step:07d}.png")
+        if step % R.ckpt_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+            if d.is_main:
+                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
+                         "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
+                         "dit_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+                         "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": checkpoint.rng_state(),
+                         "tokenizer": {"path": os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
+                                       "weights": tmeta["weights"], "image_size": tokenizer.cfg.image_size,
+                                       "grid": [h, w], "channels": C},
+                         "latent_stats": stats.state(), "num_classes": len(classes), "classes": classes,
+                         "latents": os.path.abspath(L.cache_latents) if L.cache_latents else "online"}
+                checkpoint.save_atomic(state, run.latest)
+                if R.keep_every and step % R.keep_every == 0:
+                    checkpoint.save_atomic(state, run.milestone(step))
+    bar.close()
+    distributed.barrier()
+    if d.is_main:
+        run.log({"event": "done", "step": step})
+    return run.latest
+

@@ -1,0 +1,358 @@
+"""RecTok tokenizer training. Stage 1: Flow Semantic Distillation + Reconstruction-Alignment Distillation
+(recipe §1–3); stage 2: pixel-decoder fine-tuning on a frozen encoder (§3.2). One loop serves both.
+
+Per step: mask (RAD) → encode visible tokens → sample the posterior → flow noise x_t (FSD) → pixel decoder and
+semantic decoder on x_t → MSE + perceptual + KL + cosine-to-teacher (+ GAN once it starts) → AdamW → EMA →
+discriminator step.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from rectok_core.config import from_dict, to_dict
+from rectok_core.data.readers import build_dataset
+from rectok_core.data.sampler import ResumableSampler
+from rectok_core.errors import DataError
+from rectok_core.flow.noise import sample_t, timestep_shift
+from rectok_core.losses.tokenizer import DiscriminatorLoss, TokenizerLoss
+from rectok_core.models.tokenizer import (
+    RecTok,
+    TokenizerModelConfig,
+    masked_token_flags,
+    random_masking,
+)
+from rectok_core.training.config import (
+    FinetuneConfig,
+    OptimConfig,
+    TokenizerLossConfig,
+    TokenizerTrainConfig,
+)
+from rectok_core.training.engine import (
+    EMA,
+    FiniteGuard,
+    MetricWindow,
+    StepRandom,
+    Throughput,
+    adamw,
+    autocast,
+    cuda_fast_paths,
+    maybe_compile,
+    param_groups,
+    progress,
+    resolve_compile,
+    resolve_precision,
+    set_lr,
+    warmup_cosine,
+)
+from rectok_core.training.rundir import RunDir
+from rectok_core.training.scaffold import Batches, log_first_step
+from rectok_core.utils import checkpoint, distributed
+from rectok_core.utils.images import save_grid
+
+logger = logging.getLogger(__name__)
+
+
+KIND = "tokenizer"
+
+
+def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
+    """The frozen teacher on the tokenizer's token grid (None for --vfm none); sets ``cfg.model.teacher_dim``."""
+    from rectok_core.teachers.registry import build_teacher
+
+    L = cfg.loss
+    teacher = build_teacher(L.vfm, L.vfm_weights or None, cfg.model.grid, cfg.model.image_size,
+                            resize=L.vfm_resize, pretrained="random" if L.vfm_init == "random" else "auto")
+    cfg.model.teacher_dim = 0 if teacher is None else teacher.dim
+    return None if teacher is None else teacher.to(device)
+
+
+def build_perceptual(loss: TokenizerLossConfig, device: torch.device):
+    if loss.perceptual == "none" or loss.perceptual_weight == 0:
+        return None
+    from rectok_core.losses.perceptual import PerceptualLoss
+
+    return PerceptualLoss(kind=loss.perceptual, vgg_weights=loss.lpips_vgg or None,
+                          convnext_weights=loss.convnext_weights or None).to(device)
+
+
+@dataclass
+class TokenizerTrainer:
+    """Everything one tokenizer optimizer step touches, and the step itself.
+
+    The training loop (:func:`_fit`, both stages) and ``rectok bench`` run the same :meth:`step`. The step never
+    waits for the device (no ``.item()``, no host copies of device tensors): metrics stay device tensors that
+    the loop accumulates (``MetricWindow``) and checks for NaN/inf (``FiniteGuard``) at log steps.
+    """
+    model: RecTok
+    ema: EMA
+    opt: torch.optim.Optimizer
+    loss_fn: TokenizerLoss
+    loss: TokenizerLossConfig
+    optim: OptimConfig
+    device: torch.device
+    precision: str                                 # resolved: "bf16" or "fp32"
+    teacher: torch.nn.Module | None = None
+    disc: torch.nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    grad_accum: int = 1
+    net: torch.nn.Module | None = None             # what the step calls: the model, DDP- and/or compile-wrapped
+    model_ddp: torch.nn.Module | None = None       # the DDP wrapper (no_sync), or the model
+    disc_loss: torch.nn.Module | None = None
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
+        if self.model_ddp is None:
+            self.model_ddp = self.model
+        if self.disc is not None and self.disc_loss is None:
+            self.disc_loss = DiscriminatorLoss(self.disc)
+        M = self.model.cfg
+        self.s_shift = timestep_shift(*M.grid, M.dim)
+
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        """DDP (when distributed) and torch.compile around the model; call after loading a checkpoint."""
+        dev = self.device
+        ids = [dev.index] if dev.type == "cuda" else None
+        self.distributed = ddp
+        net = self.model_ddp = self.model
+        if ddp:
+            net = self.model_ddp = DDP(self.model, device_ids=ids)
+            if self.disc is not None:
+                self.disc_loss = DDP(DiscriminatorLoss(self.disc), device_ids=ids)
+        # masking changes the token count: dynamic shapes
+        self.net = maybe_compile(net, compile, dynamic=True)
+
+    def step(self, next_images: Callable[[], torch.Tensor], rnd: StepRandom, gan_on: bool
+             ) -> tuple[dict[str, torch.Tensor], int]:
+        """One optimizer step over ``grad_accum`` micro-batches from ``next_images`` (images in [-1, 1]) with
+        the randomness of ``rnd`` (already at this step): forward, losses, backward, clip, AdamW, EMA, then the
+        discriminator step when ``gan_on``. Returns the loss terms (device tensors) and the number of images
+        in the last micro-batch."""
+        L, O, M, dev = self.loss, self.optim, self.model.cfg, self.device
+        for micro in range(self.grad_accum):
+            img = next_images().to(dev, non_blocking=True)
+            B = img.shape[0]
+            r = max(0.0, rnd.uniform(L.mask_min, L.mask_max)) if L.mask_max > 0 else 0.0
+            ids_keep = ids_restore = None
+            if r > 0:
+                ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
+            t = sample_t(B, L.t_schedule, self.s_shift, rnd.device, dev) if L.gamma > 0 else None
+            sync = micro == self.grad_accum - 1 or not self.distributed
+            with self.model_ddp.no_sync() if not sync else contextlib.nullcontext():
+                with autocast(dev, self.precision):
+                    out = self.net(img, ids_keep, ids_restore, t, L.sem_input, L.gamma, rnd.device)
+                    feats = self.teacher(img) if self.teacher is not None else None
+                n_vis = M.num_tokens if ids_keep is None else ids_keep.shape[1]
+                masked = masked_token_flags(ids_restore, n_vis, M.num_tokens, B, dev)
+                terms = self.loss_fn(img, out, feats, masked, gan_on)
+                (terms["loss"] / self.grad_accum).backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.ema.live_params, O.grad_clip if O.grad_clip > 0 else float("inf"),
+                                               foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        if gan_on:
+            d_terms = self.disc_loss(img, out["recon"])
+            d_terms["disc"].backward()
+            if O.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.disc.parameters(), O.grad_clip, foreach=True)
+            self.opt_d.step()
+            self.opt_d.zero_grad(set_to_none=True)
+            terms.update(d_terms)
+        terms["grad_norm"] = gnorm
+        return terms, B
+
+
+def build_trainer(M: TokenizerModelConfig, L: TokenizerLossConfig, O: OptimConfig, device: torch.device,
+                  precision: str, lr: float, teacher: torch.nn.Module | None, perceptual: torch.nn.Module | None,
+                  with_disc: bool, init: Callable[[RecTok], None] | None = None, frozen: tuple[str, ...] = (),
+                  grad_accum: int = 1, channels_last: bool | None = None) -> TokenizerTrainer:
+    """The model (``init`` loads starting weights; parameters under ``frozen`` prefixes never train), its EMA,
+    AdamW, the PatchGAN and its AdamW (``with_disc``) and the loss, on ``device``. ``channels_last`` (default: on
+    CUDA) puts the convolutional networks in NHWC layout."""
+    model = RecTok(M, semantic=teacher is not None)
+    if init is not None:
+        init(model)
+    for name, p in model.named_parameters():
+        if name.startswith(frozen):
+            p.requires_grad_(False)
+    model.to(device)
+    ema = EMA(model, O.ema)
+    opt = adamw(param_groups(model, O.weight_decay), lr, (O.beta1, O.beta2), device)
+    disc = opt_d = None
+    if with_disc:
+        from rectok_core.models.discriminator import NLayerDiscriminator
+
+        disc = NLayerDiscriminator(norm=L.disc_norm).to(device)
+        opt_d = adamw(param_groups(disc, O.weight_decay), lr, (O.beta1, O.beta2), device)
+    nhwc = device.type == "cuda" if channels_last is None else channels_last
+    if nhwc:
+        inception = teacher if teacher is not None and getattr(teacher, "name", "").startswith("inception") else None
+        for m in (perceptual, inception):
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+        if disc is not None:
+            disc.channels_last = True
+    loss_fn = TokenizerLoss(L.rec_weight, L.perceptual_weight, L.kl_weight, L.sem_weight, L.gan_weight,
+                            L.sem_target, perceptual, disc)
+    return TokenizerTrainer(model=model, ema=ema, opt=opt, loss_fn=loss_fn, loss=L, optim=O, device=device,
+                            precision=precision, teacher=teacher, disc=disc, opt_d=opt_d, grad_accum=grad_accum)
+
+
+@dataclass
+class Plan:
+    """What distinguishes the two tokenizer stages; the loop below is shared."""
+    stage: str                                   # "stage1" or "decoder-ft"
+    model: TokenizerModelConfig
+    loss: TokenizerLossConfig                    # stage 2 switches noise, masking, KL and semantics off
+    init: Callable[[RecTok], None] | None = None  # load starting weights (fresh runs only)
+    frozen: tuple[str, ...] = ()                 # parameter-name prefixes that never train
+    teacher: Callable[[], torch.nn.Module | None] = lambda: None  # built after seeding (random-init teachers)
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
+    """Run (or resume) stage-1 training; returns the path of the final checkpoint."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        return _fit(cfg, d, Plan("stage1", cfg.model, cfg.loss, teacher=lambda: build_teacher_for(cfg, d.device)))
+    finally:
+        distributed.cleanup()
+
+
+def finetune_decoder(cfg: FinetuneConfig) -> Path:
+    """Stage 2 (recipe §3.2): freeze the encoder and posterior, fine-tune the pixel decoder on posterior
+    samples with MSE + perceptual + GAN (fresh discriminator). No flow noise, masking, KL or semantic loss; the
+    semantic decoder and the teacher are dropped. The EMA copies the frozen encoder exactly (§11.5)."""
+    d = distributed.setup(cfg.run.device)
+    try:
+        ck = checkpoint.load(cfg.tokenizer, KIND)
+        cfg.model = from_dict(TokenizerModelConfig, {**ck["config"]["model"], "teacher_dim": 0})
+
+        def init(model: RecTok) -> None:
+            state = {k: v for k, v in ck["ema" if cfg.init == "ema" else "model"].items()
+                     if not k.startswith("sem_decoder.")}
+            checkpoint.load_state_strict(model, state, f"{cfg.tokenizer} ({cfg.init} weights)")
+
+        plan = Plan("decoder-ft", cfg.model, cfg.loss.as_tokenizer_loss(), init, frozen=("encoder.",))
+        return _fit(cfg, d, plan)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
+    R, O, L, M = cfg.run, cfg.optim, plan.loss, plan.model
+    dev = d.device
+    run = RunDir(R.out, R.resume, d.is_main)
+    torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
+    cuda_fast_paths(dev)
+    teacher = plan.teacher()  # fails fast offline without weights
+
+    perceptual = build_perceptual(L, dev)
+    dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
+    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
+                               drop_last=True, batch_size=R.batch_size)
+    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
+                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
+    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    warmup = int(O.warmup * total)
+    disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
+    global_batch = R.batch_size * R.grad_accum * d.world_size
+    base_lr = O.lr or O.blr * global_batch / 256
+    prec = resolve_precision(dev, R.precision)
+    compiled = resolve_compile(R.compile, dev)
+
+    tr = build_trainer(M, L, O, dev, prec, base_lr, teacher, perceptual,
+                       with_disc=L.gan_weight > 0 and disc_start <= total,
+                       init=plan.init if not R.resume else None, frozen=plan.frozen, grad_accum=R.grad_accum)
+    model, ema, opt, disc, opt_d = tr.model, tr.ema, tr.opt, tr.disc, tr.opt_d
+
+    step = 0
+    if R.resume:
+        ck = checkpoint.load(run.latest, KIND)
+        checkpoint.load_state_strict(model, ck["model"], f"{run.latest} model")
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        if disc is not None:
+            checkpoint.load_state_strict(disc, ck["disc"], f"{run.latest} discriminator")
+            opt_d.load_state_dict(ck["opt_d"])
+        checkpoint.set_rng_state(ck["rng"])
+        step = ck["step"]
+        run.log({"event": "resume", "step": step})
+    run.write_config(to_dict(cfg))
+    tr.wrap(ddp=d.enabled, compile=compiled)
+
+    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
+    epoch, pos = divmod(step, steps_per_epoch)
+    batches.start(epoch, pos * R.grad_accum)
+    vis = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))]).to(dev)
+    rnd = StepRandom(R.seed, d.rank, dev)
+    guard, meter = FiniteGuard(dev), Throughput(dev)
+    window = MetricWindow()
+    bar = progress(total, step, plan.stage, d.is_main)
+    if d.is_main and step == 0:
+        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": base_lr,
+                 "global_batch": global_batch, "world_size": d.world_size, "precision": prec, "compile": compiled,
+                 "params_encoder_decoder": sum(p.numel() for n, p in model.named_parameters()
+                                               if not n.startswith("sem_decoder.")),
+                 "params_trainable": sum(p.numel() for p in ema.live_params)})
+    first = step
+    t_first = time.perf_counter()
+
+    while step < total:
+        lr = warmup_cosine(step, total, warmup, base_lr, O.min_lr)
+        set_lr([o for o in (opt, opt_d) if o is not None], lr)
+        rnd.at(step)
+        gan_on = disc is not None and step >= disc_start
+        terms, n_img = tr.step(lambda: batches.next()["image"], rnd, gan_on)
+        guard.observe(step + 1, {k: v for k, v in terms.items() if k != "grad_norm"})
+        window.add(terms)
+        meter.add(n_img * d.world_size * R.grad_accum)
+        step += 1
+        bar.update(1)
+        if step == first + 1:
+            log_first_step(run, step, t_first, dev, compiled)
+
+        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+        if step % R.log_every == 0 or step == total:
+            rec = window.means()
+            rec["psnr"] = -10 * math.log10(max(rec["rec"], 1e-10))
+            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
+                       bad_images=batches.bad, gan_on=gan_on)
+            run.log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.2f}", img_s=f"{rec['img_per_s']:.1f}")
+        if d.is_main and (step % R.image_every == 0 or step == total):
+            model.eval()
+            with autocast(dev, prec):
+                rows = [vis, model.reconstruct(vis), ema.module.reconstruct(vis)]
+            model.train()
+            save_grid(rows, run.image_dir / f"recon_{step:07d}.png")
+        if step % R.ckpt_every == 0 or step == total:
+            guard.check(step, str(run.latest))
+            if d.is_main:
+                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
+                         "stage": plan.stage, "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
+                         "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                         "disc": None if disc is None else disc.state_dict(),
+                         "opt_d": None if opt_d is None else opt_d.state_dict(), "rng": checkpoint.rng_state()}
+                checkpoint.save_atomic(state, run.latest)
+                if R.keep_every and step % R.keep_every == 0:
+                    checkpoint.save_atomic(state, run.milestone(step))
+    bar.close()
+    distributed.barrier()
+    if d.is_main:
+        run.log({"event": "done", "step": step})
+    return run.latest
+
