@@ -1,17 +1,18 @@
 """``rectok bench``: training / sampling / inference throughput, memory, FLOPs and MFU (see :mod:`rectok_core.bench`)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .options import split_overrides, with_config_options, with_flags
 
 out_console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, markup=False)
 
 
 def _mem(rec: dict) -> str:
@@ -25,7 +26,7 @@ def show_result(result: dict, console: Console = out_console) -> None:
     mem = "GPU GiB" if result["device"]["type"] == "cuda" else "RSS GiB"
     table = Table(title=f"rectok bench — {result['device']['name']}", box=box.SIMPLE_HEAD, pad_edge=False,
                   caption=f"{result['precision']}, compile {'on' if result['compile'] else 'off'}, torch "
-                          f"{result['torch']}; median of {result['steps']} steps after {result['warmup']} warm-up; "
+                          f"{result['torch']}; median of {result['timed_steps']} steps after {result['warmup']} warm-up; "
                           f"matmul ceiling {c['tflops']:.3f} TFLOP/s ({c['dtype']}, {c['n']}²); GFLOP per image "
                           f"(training: forward+backward); memory: {result['peak_memory'].split(':')[0]}; ms per step in the JSON")
     table.add_column("workload", no_wrap=True)
@@ -33,7 +34,7 @@ def show_result(result: dict, console: Console = out_console) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for r in result["records"]:
         if "error" in r:
-            table.add_row(r["workload"], str(r["batch_size"]), f"[red]{r['error']}[/]", "", "", "", "")
+            table.add_row(r["workload"], str(r["batch_size"]), f"[red]{escape(str(r['error']))}[/]", "", "", "", "")
             continue
         rate = r["img_per_s"]
         table.add_row(r["workload"], str(r["batch_size"]), f"{rate:.0f}" if rate >= 1000 else f"{rate:.1f}", _mem(r),
@@ -45,22 +46,31 @@ def show_result(result: dict, console: Console = out_console) -> None:
 def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
     from rectok_core.tools.bench import BenchConfig
 
+    from .acceptance import ACCEPTANCE_OPTIONS, run_acceptance_command
+
     @app.command("bench")
     @user_errors
-    @with_config_options(BenchConfig)
+    @with_config_options(BenchConfig, extra=ACCEPTANCE_OPTIONS)
     def bench(**kwargs):
         """Time the training, sampling and inference steps (img/s, peak memory, FLOPs, MFU) on random weights.
 
         Runs the same step code as train-tokenizer, finetune-decoder, train-dit, sample, cache-latents and
         probe-flow, on inputs already on the device. Writes a table and --out JSON.
 
-        Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --steps 3 --warmup 1
+        Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --timed-steps 3 --warmup 1
+
+        --acceptance [--out DIR]: the GPU acceptance in one call (CUDA tests, the three target workloads, a short
+        real run) into DIR/acceptance.json; a CPU-sized equivalent on a CPU (see docs/performance.md).
         """
         from rectok_core.tools.bench import run_bench, write_result
+        from rectok_core.utils.files import check_result_file
 
-        overrides, _ = split_overrides(BenchConfig, kwargs)
+        overrides, other = split_overrides(BenchConfig, kwargs)
+        if other.get("acceptance"):
+            return run_acceptance_command(overrides, other)
         cfg = BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
         cfg.validate()
+        check_result_file(cfg.out, "--out", "bench", keys=("records",))  # before any measurement
 
         def progress(rec: dict) -> None:
             what = rec.get("error") or f"{rec['img_per_s']:.1f} img/s"

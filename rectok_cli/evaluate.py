@@ -1,15 +1,20 @@
 """``rectok eval``: reconstruction metrics of a tokenizer (the protocol lives in :mod:`rectok_core.eval_tokenizer`)."""
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from .options import make_config, split_overrides, with_config_options, with_flags
+from .present import note
+
 out_console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, markup=False)
 
 
 def _is_main() -> bool:
@@ -21,9 +26,10 @@ def show_result(result: dict, console: Console = out_console) -> None:
     m, man = result["metrics"], result["manifest"]
     tok, data, ref = man["tokenizer"], man["data"], man["reference"]
     ref_text = "the same real images" if ref["kind"] == "same-pass" else ref["path"]
-    console.print(f"[bold]tokenizer reconstruction[/]: {tok['path']} ({tok['weights']} weights, step {tok['step']}), "
+    console.print("[bold]tokenizer reconstruction[/]: " + escape(
+                  f"{tok['path']} ({tok['weights']} weights, step {tok['step']}), "
                   f"{result['num_images']} images of {data['spec']} ({data['split']}) at {data['image_size']} px, "
-                  f"{man['precision']}; rFID reference: {ref_text}", highlight=False, soft_wrap=True)
+                  f"{man['precision']}; rFID reference: {ref_text}"), highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -39,41 +45,22 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
     """Add ``eval`` to ``app``; ``user_errors`` is the CLI's one-line error wrapper. (rectok_core.eval_tokenizer is
     imported when the command runs: it pulls in the Inception and LPIPS stacks, which ``rectok --help`` needs not.)"""
 
+    from rectok_core.metrics.config import EvalConfig
+
+    tok = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                            default=typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"))
+
+    def config(tokenizer: str, **kwargs):
+        from rectok_core.training.inherit import TokenizerSettings, inherit
+
+        overrides, _ = split_overrides(EvalConfig, kwargs)
+        note(inherit(overrides, TokenizerSettings.of(tokenizer)))
+        return make_config(EvalConfig, overrides)
+
     @app.command("eval")
     @user_errors
-    def evaluate(
-        tokenizer: str = typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"),
-        data: Optional[str] = typer.Option(None, "--data",
-                                           help="evaluation data: image folder (DIR/<split> if present), list file "
-                                                "or 'digits' (default: the checkpoint's training data)"),
-        split: str = typer.Option("val", help="split of --data to evaluate"),
-        n: Optional[int] = typer.Option(None, "-n", "--num",
-                                        help="evaluate the first N images in dataset order (default: all)"),
-        per_class: Optional[int] = typer.Option(None, "--per-class",
-                                                help="evaluate the first N images of each class (a class-balanced "
-                                                     "subset; not with -n)"),
-        batch_size: int = typer.Option(64, help="images per batch per process"),
-        out: Optional[str] = typer.Option(None, "--out",
-                                          help="folder for eval.json and recon_grid.png (default: "
-                                               "RUN/eval/step_XXXXXXX-WEIGHTS beside the checkpoint folder)"),
-        weights: str = typer.Option("ema", help="tokenizer weights {ema|raw}"),
-        ref_stats: Optional[str] = typer.Option(None, "--ref-stats",
-                                                help="rFID reference statistics .npz (mu/sigma; default: the same "
-                                                     "real images, computed in the same pass)"),
-        save_stats: Optional[str] = typer.Option(None, "--save-stats",
-                                                 help="also write the real images' statistics to this .npz (reuse "
-                                                      "them with --ref-stats)"),
-        lpips_vgg: Optional[str] = typer.Option(None, "--lpips-vgg",
-                                                help="VGG16 ImageNet weights for LPIPS (vgg16-397923af.pth; default: "
-                                                     "torch hub cache; LPIPS is left out without them)"),
-        inception_weights: Optional[str] = typer.Option(None, "--inception-weights",
-                                                        help="InceptionV3 weights file (default: resolved offline)"),
-        precision: str = typer.Option("auto", help="autocast {auto|bf16|fp32} (auto: bf16 on CUDA, fp32 on "
-                                                  "CPU)"),
-        workers: int = typer.Option(4, help="data-loading worker processes per rank"),
-        device: str = typer.Option("auto", help="cuda, cpu or auto"),
-        strict_data: bool = typer.Option(False, help="fail on the first unreadable image instead of skipping it"),
-    ):
+    @with_config_options(EvalConfig, extra=[tok], resolve=config)
+    def evaluate(tokenizer: str, **kwargs):
         """Reconstruction metrics of a tokenizer: PSNR, SSIM, rFID (and LPIPS with real VGG16 weights).
 
         Images are center-cropped to the tokenizer's size and reconstructed from the posterior mean (no noise, no mask).
@@ -84,14 +71,18 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
         Generators are evaluated with `rectok sample` and `rectok eval-samples`, not here.
         """
-        from rectok_core.metrics.tokenizer_eval import evaluate_tokenizer
+        from rectok_core.metrics.commands import evaluate as run
+        from rectok_core.training.logging import log_results_to_run, results_run
 
-        ev = evaluate_tokenizer(tokenizer, data, split=split, n=n, per_class=per_class, batch_size=batch_size, weights=weights,
-                                ref_stats=ref_stats, save_stats_to=save_stats, lpips_vgg=lpips_vgg,
-                                inception_weights=inception_weights, device=device, precision=precision,
-                                workers=workers, strict_data=strict_data, out=out)
+        cfg = config(tokenizer, **kwargs)
+        run_dir = results_run(tokenizer, cfg.log)
+        ev = run(tokenizer, cfg)
         if not _is_main():
             return
+        if run_dir is not None:
+            step = ev.result["manifest"]["tokenizer"]["step"] or 0
+            log_results_to_run(run_dir, f"eval-{cfg.weights}", ev.result["metrics"], step, cfg.log)
+            err_console.print(f"logged to {run_dir} ({cfg.log}) at step {step}", highlight=False, soft_wrap=True)
         metrics = ev.result["metrics"]
         for key, name in (("lpips", "LPIPS"), ("rfid", "rFID")):
             if f"{key}_unavailable" in metrics:
@@ -100,5 +91,9 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
         show_result(ev.result)
         if "saved_stats" in ev.result:
             out_console.print(f"real-image statistics: {ev.result['saved_stats']['path']}", highlight=False,
+                              markup=False,
                               soft_wrap=True)
-        out_console.print(f"results: {ev.json_path}  grid: {ev.grid_path}", highlight=False, soft_wrap=True)
+        out_console.print(f"results: {ev.json_path}  grid: {ev.grid_path}", highlight=False, markup=False,
+                          soft_wrap=True)
+
+    with_flags(evaluate, "n", "-n", "--num")

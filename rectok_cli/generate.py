@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rectok_core.errors import RectokError
 
-from .options import split_overrides, with_config_options, with_flags
+from .options import make_config, split_overrides, with_config_options, with_flags
+from .present import note, run_done
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False)  # paths and labels are printed as they are
 DIT_DEFAULT_PRESET = "XL"
 # Fields that may point elsewhere on --resume (moved files); the tokenizer is then checked by its sha256.
 DIT_RESUME_PATHS = ("tokenizer", "cache_latents", "stats_dir")
@@ -21,16 +24,6 @@ DIT_RESUME_PATHS = ("tokenizer", "cache_latents", "stats_dir")
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise RectokError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-
-
-def _inception_device(device: str) -> str | None:
-    _check_device(device)
-    return None if device == "auto" else device
 
 
 def dit_config(overrides: dict):
@@ -41,7 +34,8 @@ def dit_config(overrides: dict):
     from rectok_core.training.rundir import RunDir
     from rectok_core.utils import checkpoint
 
-    preset = overrides.pop("preset", None) or DIT_DEFAULT_PRESET
+    given = overrides.pop("preset", None)
+    preset = given or DIT_DEFAULT_PRESET
     if not overrides.get("resume"):
         return build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, preset, overrides)
     if preset not in DIT_TRAIN_PRESETS:
@@ -49,7 +43,7 @@ def dit_config(overrides: dict):
     out = overrides.get("out") or DIT_TRAIN_PRESETS[preset].get("run", {}).get("out") or DiTTrainConfig().run.out
     ck = checkpoint.load(RunDir(out, True, False).latest, "dit")
     moved = {k: overrides.pop(k) for k in DIT_RESUME_PATHS if overrides.get(k) is not None}
-    cfg = resume_config(DiTTrainConfig, ck["config"], overrides)
+    cfg = resume_config(DiTTrainConfig, ck["config"], {**overrides, "preset": given})  # another --preset: refused
     fields = flat_fields(DiTTrainConfig)
     for k, v in moved.items():
         set_path(cfg, fields[k][0], v)
@@ -67,25 +61,21 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
 
 def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
-    from rectok_core.data.latent_cache import CACHE_DTYPES, DEFAULT_SHARD_SIZE
-    from rectok_core.data.latent_stats import ENCODE_PRECISIONS
+    from rectok_core.data.config import CacheLatentsConfig
+    from rectok_core.training.inherit import TokenizerSettings, inherit
+
+    tok = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                            default=typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"))
+
+    def config(tokenizer: str, **kwargs):
+        overrides, _ = split_overrides(CacheLatentsConfig, kwargs)
+        note(inherit(overrides, TokenizerSettings.of(tokenizer)))
+        return make_config(CacheLatentsConfig, overrides)
 
     @app.command("cache-latents")
     @user_errors
-    def cache_latents(
-        tokenizer: str = typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"),
-        out: str = typer.Option(..., "--out", help="cache folder (created; an unfinished one is resumed)"),
-        data: str = typer.Option("digits", help="training data: image folder (DIR/train if present), list file or "
-                                                "'digits'; the train split is encoded"),
-        weights: str = typer.Option("ema", help="tokenizer weights {ema|raw}"),
-        batch_size: int = typer.Option(64, help="images per batch per process"),
-        shard_size: int = typer.Option(DEFAULT_SHARD_SIZE, help="images per shard file"),
-        dtype: str = typer.Option("float16", help=f"storage of the moments {{{'|'.join(CACHE_DTYPES)}}}"),
-        precision: str = typer.Option("fp32", help=f"encoder precision {{{'|'.join(ENCODE_PRECISIONS)}}}"),
-        workers: int = typer.Option(4, help="data-loading worker processes per rank"),
-        device: str = typer.Option("auto", help="cuda, cpu or auto"),
-        strict_data: bool = typer.Option(False, help="fail on the first unreadable image instead of skipping it"),
-    ):
+    @with_config_options(CacheLatentsConfig, extra=[tok], resolve=config)
+    def cache_latents(tokenizer: str, **kwargs):
         """Encode every training image and its mirror once: posterior moments in shards, plus latent statistics.
 
         `train-dit --cache-latents DIR` then reads no image. Launch with torchrun to spread the shards over GPUs.
@@ -94,11 +84,7 @@ def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
         """
         from rectok_core.data.latent_cache import cache_latents as run
 
-        if weights not in ("ema", "raw"):
-            raise RectokError(f"--weights {weights!r}: choose one of ema, raw")
-        _check_device(device)
-        cache = run(tokenizer, data, out, weights=weights, batch_size=batch_size, workers=workers, device=device,
-                    strict=strict_data, shard_size=shard_size, dtype=dtype, precision=precision)
+        cache = run(tokenizer, config(tokenizer, **kwargs))
         if _is_main():
             console.print(f"latent cache: {cache.folder} ({cache.count} images × 2 flips, {cache.num_classes} "
                           f"classes, {len(cache.bad)} unreadable)", highlight=False, soft_wrap=True)
@@ -107,9 +93,18 @@ def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
 def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
 
+    def config(**kwargs):
+        from rectok_core.training.inherit import DIT_PRESET_FOR_TOKENIZER, TokenizerSettings, inherit
+
+        overrides, _ = split_overrides(DiTTrainConfig, kwargs)
+        if overrides.get("tokenizer") and not overrides.get("resume"):  # a resumed run keeps its own settings
+            note(inherit(overrides, TokenizerSettings.of(overrides["tokenizer"]), DIT_TRAIN_PRESETS,
+                         preset_for=DIT_PRESET_FOR_TOKENIZER))
+        return dit_config(overrides)
+
     @app.command("train-dit")
     @user_errors
-    @with_config_options(DiTTrainConfig, DIT_TRAIN_PRESETS)
+    @with_config_options(DiTTrainConfig, DIT_TRAIN_PRESETS, resolve=config)
     def train_dit(**kwargs):
         """Train a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4).
 
@@ -121,22 +116,20 @@ def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
         """
         from rectok_core.training.dit import train_dit as run
 
-        overrides, _ = split_overrides(DiTTrainConfig, kwargs)
-        path = run(dit_config(overrides))
-        if _is_main():
-            console.print(f"checkpoint: {path}", highlight=False, soft_wrap=True)
+        run_done(run(config(**kwargs)))
 
 
 def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.sampling.folder import SampleConfig
 
-    ckpt = inspect.Parameter("dit_ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                             default=typer.Argument(..., help="DiT^DH checkpoint (train-dit)"))
+    ckpt = inspect.Parameter("dit_ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
+                             default=typer.Argument(None, help="DiT^DH checkpoint (train-dit; default: the newest "
+                                                               "DiT run under runs/)"))
 
     @app.command("sample")
     @user_errors
     @with_config_options(SampleConfig, extra=[ckpt])
-    def sample(dit_ckpt: str, **kwargs):
+    def sample(dit_ckpt: str | None, **kwargs):
         """Generate images: PNGs, an ADM-style .npz and a grid, in a resumable folder with a manifest.
 
         Sample i has label i mod K and noise from (seed, i) only: the images do not depend on the batch size.
@@ -146,8 +139,13 @@ def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
         from rectok_core.sampling.folder import sample as run
 
         overrides, _ = split_overrides(SampleConfig, kwargs)
-        cfg = SampleConfig(**{k: v for k, v in overrides.items() if v is not None})
-        cfg.validate()
+        cfg = make_config(SampleConfig, overrides)
+        if dit_ckpt is None:
+            from rectok_core.training.rundir import newest_run_checkpoint
+
+            dit_ckpt = str(newest_run_checkpoint("dit"))
+            if _is_main():
+                console.print(f"sampling the newest DiT run: {dit_ckpt}", highlight=False, soft_wrap=True)
         res = run(dit_ckpt, cfg)
         if _is_main():
             console.print(f"{res.n} samples in {res.out} ({res.generated} new, {res.existing} already there): "
@@ -157,43 +155,26 @@ def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
 
 
 def _register_eval_samples(app: typer.Typer, user_errors: Callable) -> None:
+    from rectok_core.metrics.config import EvalSamplesConfig
+
+    samples = inspect.Parameter("samples", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                default=typer.Argument(..., help="a `rectok sample` folder, its samples.npz, an "
+                                                                 "ADM-style .npz or an image folder"))
+
     @app.command("eval-samples")
     @user_errors
-    def eval_samples(
-        samples: str = typer.Argument(..., help="a `rectok sample` folder, its samples.npz, an ADM-style .npz or "
-                                                "an image folder"),
-        ref_stats: Optional[str] = typer.Option(None, "--ref-stats",
-                                                help="reference statistics .npz (mu/sigma: ADM reference batch, "
-                                                     "torch-fidelity or `rectok fid-stats`)"),
-        ref_data: Optional[str] = typer.Option(None, "--ref-data",
-                                               help="folder of reference images (also gives precision/recall, KID)"),
-        ref_image_size: int = typer.Option(0, help="ADM center crop of the reference images (0: as stored)"),
-        kid: bool = typer.Option(False, help="also compute KID (needs --ref-data)"),
-        inception_weights: str = typer.Option("", help="InceptionV3 weights file (default: resolved offline; "
-                                                       "torch-fidelity's original file also gives the IS)"),
-        batch_size: int = typer.Option(50, help="images per Inception batch"),
-        workers: int = typer.Option(0, help="image-decoding worker processes"),
-        device: str = typer.Option("auto", help="cuda, cpu or auto"),
-        out: str = typer.Option("", help="result JSON (default: SAMPLES/eval.json, or NAME.eval.json beside an .npz)"),
-    ):
+    @with_config_options(EvalSamplesConfig, extra=[samples])
+    def eval_samples(samples: str, **kwargs):
         """gFID of generated samples against reference statistics or images (plus IS, precision/recall, KID).
 
         Writes the metrics and their manifest (reference hash, labels, sampler, guidance, seed, hashes) as JSON.
 
         A metric that cannot be computed is reported as unavailable with the reason, never as a number.
         """
-        from rectok_core.metrics.generator_eval import (
-            default_result_path,
-            evaluate_samples,
-            write_result,
-        )
+        from rectok_core.metrics.commands import evaluate_generated
 
-        if workers < 0:
-            raise RectokError(f"--workers must be >= 0, got {workers}")
-        result = evaluate_samples(samples, ref_stats, ref_data, ref_image_size=ref_image_size or None,
-                                  inception_weights=inception_weights or None, with_kid=kid, batch_size=batch_size,
-                                  workers=workers, device=_inception_device(device))
-        path = write_result(result, out or default_result_path(samples))
+        overrides, _ = split_overrides(EvalSamplesConfig, kwargs)
+        result, path = evaluate_generated(samples, make_config(EvalSamplesConfig, overrides))
         show_eval(result)
         console.print(f"results: {path}", highlight=False, soft_wrap=True)
 
@@ -202,15 +183,17 @@ def show_eval(result: dict, out: Console = Console()) -> None:
     """The terminal view of an ``evaluate_samples`` result."""
     m, man = result["metrics"], result["manifest"]
     gen = man["generator"]
-    caption = (f"{man['samples']['num_images']} samples vs {man['reference']['kind']} {man['reference']['path']}")
+    caption = escape(f"{man['samples']['num_images']} samples vs {man['reference']['kind']} {man['reference']['path']}")
     if gen["known"]:
         g = gen["guidance"]
-        caption += (f"\n{gen['sampler']} {gen['steps']} steps, guidance {g['method']} {g['scale']}, seed {gen['seed']}, "
+        caption += escape(f"\n{gen['sampler']} {gen['steps']} steps, guidance {g['method']} {g['scale']}, seed {gen['seed']}, "
                     f"{gen['precision']}")
     table = Table(title="generator metrics", caption=caption)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("FID", f"{m['fid']:.4f}")
+    if "sfid" in m:
+        table.add_row("sFID", f"{m['sfid']:.4f}")
     if "inception_score" in m:
         table.add_row("Inception Score", f"{m['inception_score']['mean']:.3f} ± {m['inception_score']['std']:.3f}")
     for k in ("precision", "recall"):
@@ -219,42 +202,25 @@ def show_eval(result: dict, out: Console = Console()) -> None:
     if "kid" in m:
         table.add_row("KID", f"{m['kid']['mean']:.5f} ± {m['kid']['std']:.5f}")
     for k, why in result["unavailable"].items():
-        table.add_row(k.replace("_", " "), f"[dim]unavailable: {why}[/]")
+        table.add_row(k.replace("_", " "), f"[dim]unavailable: {escape(str(why))}[/]")
     out.print(table)
 
 
 def _register_fid_stats(app: typer.Typer, user_errors: Callable) -> None:
+    from rectok_core.metrics.config import FidStatsConfig
+
+    folder = inspect.Parameter("folder", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                               default=typer.Argument(..., help="folder of PNG/JPEG images (recursive)"))
+
     @app.command("fid-stats")
     @user_errors
-    def fid_stats(
-        folder: str = typer.Argument(..., help="folder of PNG/JPEG images (recursive)"),
-        out: str = typer.Option(..., "--out", help="statistics file to write (.npz with mu/sigma)"),
-        image_size: int = typer.Option(0, help="ADM center crop to this size (0: as stored; 256 for ImageNet-256)"),
-        n: int = typer.Option(0, "-n", "--num", help="use the first N images in path order (0: all)"),
-        per_class: int = typer.Option(0, "--per-class", help="use the first N images of each sub-folder (class) "
-                                                             "(0: all); a class-balanced subset"),
-        inception_weights: str = typer.Option("", help="InceptionV3 weights file (default: resolved offline)"),
-        batch_size: int = typer.Option(50, help="images per Inception batch"),
-        workers: int = typer.Option(0, help="image-decoding worker processes"),
-        device: str = typer.Option("auto", help="cuda, cpu or auto"),
-    ):
+    @with_config_options(FidStatsConfig, extra=[folder])
+    def fid_stats(folder: str, **kwargs):
         """Reference statistics (InceptionV3 pool3 mean and covariance) of an image folder, for eval-samples."""
-        from rectok_core.metrics.fid import save_stats
-        from rectok_core.metrics.folder_stats import folder_stats
-        from rectok_core.metrics.inception import InceptionFeatures
-        from rectok_core.utils.files import file_sha256
+        from rectok_core.metrics.commands import fid_stats as run
 
-        for name, v in (("image-size", image_size), ("num", n), ("per-class", per_class), ("workers", workers)):
-            if v < 0:
-                raise RectokError(f"--{name} must be >= 0, got {v}")
-        if batch_size < 1:
-            raise RectokError(f"--batch-size must be positive, got {batch_size}")
-        model = InceptionFeatures(inception_weights or None)
-        st = folder_stats(folder, model, batch_size, _inception_device(device), n=n or None,
-                          image_size=image_size or None, num_workers=workers, per_class=per_class or None)
-        path = save_stats(out, st.mu, st.sigma, folder=os.path.abspath(folder), num_images=st.num_images,
-                          image_size=image_size or "as stored", per_class=per_class or "all",
-                          skipped_unreadable=len(st.skipped),
-                          inception_weights=str(model.weights_path),
-                          inception_sha256=file_sha256(model.weights_path))
-        console.print(f"statistics of {st.num_images} images: {path}", highlight=False, soft_wrap=True)
+        overrides, _ = split_overrides(FidStatsConfig, kwargs)
+        path, count = run(folder, make_config(FidStatsConfig, overrides))
+        console.print(f"statistics of {count} images: {path}", highlight=False, soft_wrap=True)
+
+    with_flags(fid_stats, "n", "-n", "--num")

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, List
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rectok_core.errors import RectokError
 
 from .options import split_overrides, with_config_options
+from .present import note
 
 out_console = Console()
 
@@ -34,7 +36,7 @@ def show_report(report, console: Console = out_console) -> None:
     table = Table()
     table.add_column("t", justify="right", style="bold")
     for c in cks:
-        table.add_column(f"{c.name}\n(C={c.dim})", justify="right")
+        table.add_column(escape(f"{c.name}\n(C={c.dim})"), justify="right")
     if report.teacher is not None:
         table.add_column(f"teacher\n{report.teacher.name}", justify="right", style="dim")
     teacher = [] if report.teacher is None else [_cell({"top1": report.teacher.top1, "top5": report.teacher.top5})]
@@ -48,9 +50,9 @@ def show_report(report, console: Console = out_console) -> None:
         line = (f"t = 1 (pure noise): top-1 {_pct(chk.accuracy['top1'])}% vs chance {_pct(chk.chance['top1'])}% "
                 f"(majority class {_pct(chk.majority['top1'])}%, limit {_pct(chk.limit['top1'])}%)")
         if chk.passed:
-            console.print(f"[green]chance check passed[/] for {c.name}: {line}", highlight=False)
+            console.print(f"[green]chance check passed[/] for {escape(c.name)}: {line}", highlight=False)
         else:
-            console.print(f"[bold red]CHANCE CHECK FAILED for {c.name}: {line} — the features leak labels at "
+            console.print(f"[bold red]CHANCE CHECK FAILED for {escape(c.name)}: {line} — the features leak labels at "
                           f"t = 1 or the probe is broken[/]", highlight=False)
 
 
@@ -59,30 +61,45 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
     from rectok_core.metrics.probe_run import ProbeConfig
 
     checkpoints = inspect.Parameter(
-        "checkpoints", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=List[str],
+        "checkpoints", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str],
         default=typer.Argument(..., help="tokenizer checkpoints (train-tokenizer / finetune-decoder), one curve each"))
+
+    def config(checkpoints: list[str], **kwargs):
+        from rectok_core.config import check_choices
+        from rectok_core.training.inherit import TokenizerSettings, inherit
+
+        overrides, _ = split_overrides(ProbeConfig, kwargs)
+        if overrides.get("t_grid") is not None and overrides.get("t_steps") is not None:
+            raise RectokError("give --t-grid or --t-steps, not both")
+        split_given = overrides.get("train_data") or overrides.get("val_data")
+        note(inherit(overrides, TokenizerSettings.of(checkpoints[0]), data_key=None if split_given else "data"))
+        cfg = ProbeConfig(**{k: v for k, v in overrides.items() if v is not None})
+        check_choices(cfg)
+        cfg.validate()
+        return cfg
 
     @app.command("probe-flow")
     @user_errors
-    @with_config_options(ProbeConfig, extra=[checkpoints])
-    def probe_flow(checkpoints: List[str], **kwargs):
+    @with_config_options(ProbeConfig, extra=[checkpoints], resolve=config)
+    def probe_flow(checkpoints: list[str], **kwargs):
         """Linear probes of tokenizer latents x_t = (1−t)·z + t·ε along the forward flow (t = 1 is noise).
 
         At each t, a multinomial linear classifier is fitted on the mean-pooled x_t of the train split and scored
         on the val split. Prints a table, writes OUT/probe.json and OUT/probe.png, and checks that t = 1 is at
         chance.
         """
-        from rectok_core.config import check_choices
-        from rectok_core.metrics.probe_run import prepare_out, run_probe, write_outputs
+        from rectok_core.metrics.probe_report import prepare_out, write_outputs
+        from rectok_core.metrics.probe_run import run_probe
+        from rectok_core.training.logging import log_results_to_run, results_run
 
-        overrides, _ = split_overrides(ProbeConfig, kwargs)
-        if overrides.get("t_grid") is not None and overrides.get("t_steps") is not None:
-            raise RectokError("give --t-grid or --t-steps, not both")
-        cfg = ProbeConfig(**{k: v for k, v in overrides.items() if v is not None})
-        check_choices(cfg)
-        cfg.validate()
+        cfg = config(checkpoints, **kwargs)
+        runs = [results_run(c, cfg.log) for c in checkpoints]
         prepare_out(cfg.out)
         report = run_probe(cfg, checkpoints)
         json_path, png_path = write_outputs(report, cfg.out)
         show_report(report)
-        out_console.print(f"results: {json_path}  plot: {png_path}", highlight=False)
+        for run_dir, c in zip(runs, report.checkpoints):
+            if run_dir is not None:
+                top1 = {f"top1_t{t:g}": r["top1"] for t, r in zip(report.protocol["t_grid"], c.results)}
+                log_results_to_run(run_dir, "probe", top1, c.step or 0, cfg.log)
+        out_console.print(f"results: {json_path}  plot: {png_path}", highlight=False, markup=False)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rectok_core.errors import RectokError
 
@@ -33,9 +34,10 @@ def run_study(app: typer.Typer, cfg, show: Callable[[str], None] = console.print
     from rectok_core.config import dumps
     from rectok_core.tools.study import Layout, plan, write_commands
     from rectok_core.tools.study_report import write_results
-    from rectok_core.utils.files import ensure_writable
+    from rectok_core.utils.files import claim_output_dir, ensure_writable
 
     layout = Layout(cfg.run.out)
+    claim_output_dir(layout.out, "study", own=("commands.sh",))
     ensure_writable(layout.done, layout.out)
     steps = plan(cfg)
     (layout.out / "config.json").write_text(dumps(cfg) + "\n")
@@ -45,12 +47,12 @@ def run_study(app: typer.Typer, cfg, show: Callable[[str], None] = console.print
     for k, step in enumerate(steps, 1):
         marker = layout.done / step.key
         if marker.is_file():
-            show(f"[dim][{k}/{len(steps)}] done: {step.key}[/]")
+            show(f"[dim]\\[{k}/{len(steps)}] done: {escape(step.key)}[/]")
             continue
         argv = list(step.argv)
         if step.run_dir and (Path(step.run_dir) / "checkpoints" / "latest.pt").is_file():
             argv.append("--resume")
-        show(f"[bold][{k}/{len(steps)}][/] rectok {' '.join(argv)}")
+        show(f"[bold]\\[{k}/{len(steps)}][/] " + escape(f"rectok {' '.join(argv)}"))
         t0 = time.time()
         run_step(app, argv)
         timings[step.key] = round(time.time() - t0, 2)

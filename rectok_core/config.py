@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 from rectok_core.errors import RectokError
@@ -20,10 +23,14 @@ def section(cls: type, cli: bool = True, **defaults: Any) -> Any:
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, flag_type: type | None = None,
-        **kw) -> Any:
+        aliases: tuple[str, ...] = (), required: bool = False, **kw) -> Any:
     """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag; ``flag_type``
-    names the flag's type when the default is None (e.g. a bool whose None means "auto")."""
-    md = {"help": help, "choices": choices, "cli": cli, "type": flag_type}
+    names the flag's type when the default is None (e.g. a bool whose None means "auto"); ``aliases`` are extra
+    flag spellings (e.g. ``--vfm`` for ``--teacher``); a ``required`` option must be given a non-empty value."""
+    md = {"help": help, "choices": choices, "cli": cli, "type": flag_type, "aliases": tuple(aliases),
+          "required": required}
+    if "default_factory" in kw:  # computed when the config is made (e.g. from the machine); ``default`` unused
+        return field(metadata=md, **kw)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
@@ -45,6 +52,48 @@ def nonneg(name: str, v: float) -> None:
 def fraction(name: str, v: float) -> None:
     if not 0 <= v <= 1:
         raise RectokError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+
+
+def open_unit(name: str, v: float) -> None:
+    """A value in [0, 1): AdamW betas (beta = 1 never forgets, and divides by zero in the bias correction)."""
+    if not 0 <= v < 1:
+        raise RectokError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+
+
+SEED_MAX = 2 ** 63
+
+
+def seed_range(name: str, v: int) -> None:
+    """A random seed: an integer in [0, 2^63) (what torch.Generator.manual_seed accepts)."""
+    if not 0 <= v < SEED_MAX:
+        raise RectokError(f"--{name.replace('_', '-')} must be an integer in [0, 2^63), got {v}")
+
+
+def finite(name: str, v: float) -> None:
+    if not math.isfinite(v):
+        raise RectokError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
+
+
+def check_numbers(cfg: Any) -> None:
+    """The ranges every command shares: each float option finite, each seed option in [0, 2^63)."""
+    for name, (path, _f) in flat_fields(type(cfg)).items():
+        v = get_path(cfg, path)
+        if isinstance(v, float):
+            finite(name, v)
+        if (name == "seed" or name.endswith("_seed")) and isinstance(v, int) and not isinstance(v, bool):
+            seed_range(name, v)
+
+
+def choice(name: str, v: Any, choices: tuple | list | dict) -> None:
+    """``v`` must be one of ``choices`` (a flag value such as ``--weights``)."""
+    if v not in choices:
+        raise RectokError(f"--{name.replace('_', '-')} {v!r}: choose one of {', '.join(map(str, choices))}")
+
+
+def device_spec(name: str, v: str) -> None:
+    """A ``--device`` value: auto, cpu, cuda or cuda:N."""
+    if v not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", v):
+        raise RectokError(f"--{name.replace('_', '-')} {v!r}: use auto, cpu, cuda or cuda:N")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -108,14 +157,28 @@ def build_config(cls: type, presets: dict[str, dict], preset: str, overrides: di
     for section, values in presets[preset].items():
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
-    fields = flat_fields(cls)
+    return apply_flags(cfg, overrides)
+
+
+def from_flags(cls: type, overrides: dict[str, Any]) -> Any:
+    """Defaults → explicit overrides (flat names) for a command without presets, then validation."""
+    return apply_flags(cls(), overrides)
+
+
+def apply_flags(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Set the explicitly given options (flat names; None = not given) on ``cfg``, then validate it."""
+    fields = flat_fields(type(cfg))
     for k, v in overrides.items():
         if v is None:
             continue
         if k not in fields:
             raise RectokError(f"unknown option {k!r}")
         set_path(cfg, fields[k][0], v)
+    for name, (path, f) in fields.items():
+        if f.metadata.get("required") and get_path(cfg, path) in ("", None):
+            raise RectokError(f"--{name.replace('_', '-')} is required: {f.metadata['help']}")
     check_choices(cfg)
+    check_numbers(cfg)
     cfg.validate()
     return cfg
 
@@ -124,12 +187,12 @@ def check_choices(cfg: Any) -> None:
     for name, (path, f) in flat_fields(type(cfg)).items():
         choices = f.metadata.get("choices")
         v = get_path(cfg, path)
-        if choices and v not in choices:
-            raise RectokError(f"--{name.replace('_', '-')} {v!r}: choose one of {', '.join(map(str, choices))}")
+        if choices:
+            choice(name, v, choices)
 
 
 RESUME_MUTABLE = {"resume", "data", "steps", "epochs", "workers", "device", "log_every", "ckpt_every",
-                  "keep_every", "image_every", "strict_data", "compile"}
+                  "keep_every", "image_every", "strict_data", "compile", "log"}
 
 
 def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
@@ -149,10 +212,88 @@ def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
             raise RectokError(f"--{k.replace('_', '-')} {v!r} differs from the run being resumed ({old!r}); "
                               f"it cannot change on --resume")
     check_choices(cfg)
+    check_numbers(cfg)
     cfg.validate()
     return cfg
 
 
 def dumps(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Config files (--config FILE): defaults → preset → file → flags
+# ---------------------------------------------------------------------------------------------------------
+FILE_IGNORED = {"resume"}  # what a run did, not what it is: a saved config.json of a resumed run still starts fresh
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A YAML or JSON mapping (a run's saved ``config.json`` is one)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RectokError(f"--config {path}: no such file")
+    try:
+        data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    except (ValueError, yaml.YAMLError) as e:
+        raise RectokError(f"--config {path}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} "
+                          f"({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RectokError(f"--config {path}: expected a mapping of option names to values, got {type(data).__name__}")
+    return data
+
+
+def file_overrides(cls: type, data: dict, source: str = "--config") -> dict[str, Any]:
+    """The flat option values of a config-file mapping: nested sections as a saved ``config.json`` has them, or flat
+    option names (``dim: 128``), or both. Unknown keys are an error; derived fields (not options, e.g. the width of
+    the teacher or the checkpoint being fine-tuned) and ``resume`` are accepted and ignored."""
+    fields = flat_fields(cls)
+    out: dict[str, Any] = {}
+
+    def walk(c: type, d: dict, prefix: tuple[str, ...], cli: bool) -> None:
+        names = {f.name: f for f in dataclasses.fields(c)}
+        for k, v in d.items():
+            key = k.replace("-", "_") if isinstance(k, str) else k
+            if key not in names:
+                if not prefix and key in fields:  # a flat option name at the top level
+                    out[key] = v
+                    continue
+                where = ".".join(prefix + (str(k),))
+                raise RectokError(f"{source}: unknown key {where!r} for {cls.__name__}")
+            f = names[key]
+            sub = f.metadata.get("section")
+            on_cli = cli and f.metadata.get("cli", True)
+            if sub is not None:
+                if not isinstance(v, dict):
+                    raise RectokError(f"{source}: {'.'.join(prefix + (key,))!r} must be a mapping")
+                walk(sub, v, prefix + (key,), on_cli)
+            elif on_cli and key not in FILE_IGNORED and fields.get(key, ((),))[0] == prefix + (key,):
+                out[key] = v
+
+    walk(cls, data, (), True)
+    return out
+
+
+def merge_file(cls: type, overrides: dict[str, Any], config_file: str | Path | None) -> dict[str, Any]:
+    """``overrides`` (explicit flags; None = not given) on top of the values of ``config_file``."""
+    if not config_file:
+        return dict(overrides)
+    merged = file_overrides(cls, load_config_file(config_file))
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return merged
+
+
+def resolve(cls: type, presets: dict[str, dict] | None, overrides: dict[str, Any],
+            config_file: str | Path | None = None, default_preset: str | None = None) -> Any:
+    """A new configuration: defaults → preset → ``config_file`` → ``overrides`` (flat option names; None = not
+    given). The preset is the flag's, else the file's ``preset`` key, else ``default_preset`` or the class default.
+    Without presets the config is a flat dataclass built from the values."""
+    merged = merge_file(cls, overrides, config_file)
+    if presets is None:
+        return from_flags(cls, merged)
+    preset = merged.pop("preset", None) or default_preset or cls().preset
+    return build_config(cls, presets, preset, merged)
 

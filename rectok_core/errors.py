@@ -22,6 +22,14 @@ class DataError(RectokError):
     """A dataset is empty, unreadable or inconsistent."""
 
 
+class Stopped(RectokError):
+    """A run stopped at a safe point on a signal (SIGTERM, Ctrl-C); ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` collapsed to one line (user-facing errors are one line)."""
     text = " ".join(str(exc).split())

@@ -1,6 +1,7 @@
 """Image datasets, the resumable distributed sampler and the data loader (recipe §6, §11.4).
 
-Pipeline (identical for the tokenizer and the generator, recipe §6): decode with PIL and convert to RGB →
+Pipeline (identical for the tokenizer and the generator, recipe §6): decode with PIL, convert to RGB (any mode:
+:func:`~rectok_core.data.transforms.to_rgb`) →
 ADM :func:`center_crop_arr` → optional horizontal flip → float tensor ``(3, H, W)`` in ``[-1, 1]``
 (``ToTensor`` followed by ``Normalize(0.5, 0.5)``). There is no random resized crop and no colour jitter.
 
@@ -12,17 +13,13 @@ number of loader workers, and resumable in the middle of an epoch (:meth:`Resuma
 Unreadable files never crash a run. ``__getitem__`` returns ``ok=False`` with a zero image for them and logs
 one warning per path (per process: each loader worker warns on its own); the training loop removes such
 samples from a collated batch with :func:`drop_bad` and keeps the count, since a counter inside worker
-processes is not visible from the main process. ``strict=True`` raises :class:`DataError` instead, and
+processes is not visible from the main process (a whole epoch without one good sample is a
+:class:`DataError` there, never a silent wait). ``strict=True`` raises :class:`DataError` instead, and
 :meth:`ImageDataset.verify` finds all bad files up front (``--verify-data``).
 
-Dataset specs understood by :func:`build_dataset`:
-
-* ``digits`` — scikit-learn's built-in 8×8 digits, coloured and upscaled (:func:`digits`); the keyword wins
-  over a folder of the same name (write ``./digits`` for the folder);
-* a directory — an ImageFolder tree ``DIR/<class>/**/<image>`` or a flat folder of unlabelled images; with a
-  ``split``, ``DIR/<split>/`` is used when it exists;
-* a list file ``LIST`` (any text file; lines ``relative/path label``) with paths relative to the list's
-  folder, or ``LIST@ROOT`` with paths relative to ``ROOT``.
+Dataset specs (``digits``, image folders, list files, tar shards) are turned into datasets by the reader
+registry of :mod:`rectok_core.data.readers` (:func:`~rectok_core.data.readers.build_dataset`), which also checks
+that a dataset holds at least one readable image (:meth:`ImageDataset.check_readable`).
 """
 from __future__ import annotations
 
@@ -42,18 +39,24 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from rectok_core.data.transforms import _to_tensor, center_crop_arr
+from rectok_core.data.files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+from rectok_core.data.transforms import _to_tensor, center_crop_arr, to_rgb
 from rectok_core.errors import DataError, _one_line
 
 logger = logging.getLogger(__name__)
 
 
-#: File name suffixes recognised as images (compared case-insensitively); the set torchvision uses.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-#: Split names that mark a folder as a split root (``DIR/train``, ``DIR/val``, ...), not a class folder.
+#: Split names: a folder whose sub-folders all carry one of them is a split tree (``DIR/train``, ``DIR/val``,
+#: ...), never read as classes called ``train`` and ``val``.
 SPLIT_NAMES: frozenset[str] = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+#: The largest ``image_size`` a dataset produces (a typo such as 2560000 must not allocate terabytes).
+MAX_IMAGE_SIZE = 8192
+
+
+#: How many items :meth:`ImageDataset.check_readable` tries (evenly spread) before declaring a dataset unreadable.
+PROBE_ITEMS = 64
 
 
 #: Errors PIL raises for missing, truncated, corrupt or non-image files.
@@ -95,6 +98,8 @@ class ImageDataset(Dataset):
                  source: str = "") -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if image_size > MAX_IMAGE_SIZE:
+            raise DataError(f"image size {image_size} is beyond the largest supported ({MAX_IMAGE_SIZE})")
         for path, label in items:
             if label is not None and not 0 <= label < len(classes):
                 raise ValueError(f"label {label} of {path} is outside the {len(classes)} classes")
@@ -104,6 +109,8 @@ class ImageDataset(Dataset):
         self.strict = strict
         self.source = source
         self._warned: set[str] = set()
+        self.duplicates = 0  # files dropped because another path reached the same file (symlinks)
+        self.skipped_links = 0  # symlinked folders not followed while listing (loops, folders already listed)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -121,7 +128,7 @@ class ImageDataset(Dataset):
     def _read(self, path: str) -> Image.Image:
         """Decode ``path`` fully into an RGB image (raises one of the PIL read errors when it cannot)."""
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
 
     def load(self, index: int) -> Image.Image:
         """The center-cropped RGB image of item ``index``; raises :class:`DataError` when it cannot be read."""
@@ -181,6 +188,25 @@ class ImageDataset(Dataset):
                 bar.update(len(part))
         return bad
 
+    def check_readable(self, probes: int = PROBE_ITEMS) -> None:
+        """Raise :class:`DataError` unless one of up to ``probes`` items, spread evenly over the dataset (all of
+        a small one), decodes; stops at the first that does. A dataset whose every file is missing, corrupt or
+        a folder fails here in seconds instead of training on nothing (every batch dropped by ``drop_bad``)."""
+        n = len(self.items)
+        if n == 0:
+            raise DataError(f"no images in {self.source or 'dataset'}")
+        picks = sorted({i * n // min(n, probes) for i in range(min(n, probes))})
+        first_error = None
+        for i in picks:
+            try:
+                self.load(i)
+                return
+            except DataError as exc:
+                first_error = first_error or exc
+        which = f"all {n}" if len(picks) == n else f"all {len(picks)} tried (evenly spread) of the {n}"
+        raise DataError(f"no readable image in {self.source or 'dataset'}: {which} images fail to decode "
+                        f"(first: {first_error})")
+
     def subset(self, indices: Sequence[int]) -> ImageDataset:
         """A dataset of the same kind holding ``items[i]`` for ``i`` in ``indices`` (in that order)."""
         new = copy.copy(self)
@@ -232,7 +258,8 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def digits(image_size: int = 32, split: str = "train") -> ImageDataset:
-    """The built-in digits dataset; ``split`` is ``train`` (80 %), ``val`` (20 %) or ``all``.
+    """The built-in digits dataset; ``split`` is ``train`` (80 %), ``val`` (20 %; ``test`` is the same held-out
+    images: digits has no third split) or ``all``.
 
     The split is a fixed permutation (seed 0) of the 1797 images: the first 1437 are ``train``, the other 360
     ``val``; each split is in increasing image order.
@@ -243,12 +270,12 @@ def digits(image_size: int = 32, split: str = "train") -> ImageDataset:
     n_train = n * 4 // 5
     if split == "train":
         indices = np.sort(order[:n_train])
-    elif split == "val":
+    elif split in ("val", "test"):
         indices = np.sort(order[n_train:])
     elif split == "all":
         indices = np.arange(n)
     else:
-        raise DataError(f"digits: unknown split {split!r} (expected train, val or all)")
+        raise DataError(f"digits: unknown split {split!r} (expected train, val, test or all)")
     return DigitsDataset(pixels, targets, hues, indices.tolist(), image_size, split)
 
 

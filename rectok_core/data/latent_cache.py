@@ -33,18 +33,20 @@ Training then draws, per sample, the mirrored or plain moments by the sampler's 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rectok_core.config import choice, positive
 from rectok_core.data.datasets import ImageDataset
 from rectok_core.data.latent_stats import (
     ENCODE_PRECISIONS,
@@ -61,7 +63,10 @@ from rectok_core.errors import DataError, RectokError
 from rectok_core.models.tokenizer import RecTok
 from rectok_core.training.engine import progress
 from rectok_core.utils import distributed
-from rectok_core.utils.files import write_json_atomic
+from rectok_core.utils.files import DiskFull, read_format_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from rectok_core.data.config import CacheLatentsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -154,29 +159,20 @@ def read_cache_index(folder: Path) -> dict | None:
     path = folder / "index.json"
     if not path.is_file():
         return None
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LatentCacheError(f"cannot read {path}: {e}") from None
-    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
-        raise LatentCacheError(f"{path} is not a rectok latent-cache index")
-    return index
+    return read_format_json(path, CACHE_FORMAT, "rectok latent-cache index", LatentCacheError)
 
 
 def ensure_latent_cache(folder: str | os.PathLike[str], tokenizer: RecTok, tokenizer_meta: dict, data: str,
-                        d: distributed.Dist, *, batch_size: int = 64, workers: int = 4, strict: bool = False,
+                        d: distributed.Dist, *, batch_size: int = 64, workers: int | None = None, strict: bool = False,
                         shard_size: int = DEFAULT_SHARD_SIZE, dtype: str = "float16",
                         precision: str = "fp32") -> LatentCache:
     """The latent cache of ``tokenizer`` on the ``train`` split of ``data`` in ``folder``: reused when complete,
     otherwise built or finished (resumed) over all ranks. A folder made from another tokenizer, data set or
     settings is a :class:`LatentCacheError` and is left untouched."""
     folder = Path(folder)
-    if dtype not in CACHE_DTYPES:
-        raise RectokError(f"--dtype {dtype!r}: choose one of {', '.join(CACHE_DTYPES)}")
-    if precision not in ENCODE_PRECISIONS:
-        raise RectokError(f"--precision {precision!r}: choose one of {', '.join(ENCODE_PRECISIONS)}")
-    if shard_size < 1:
-        raise RectokError(f"--shard-size must be positive, got {shard_size}")
+    choice("dtype", dtype, CACHE_DTYPES)
+    choice("precision", precision, ENCODE_PRECISIONS)
+    positive("shard_size", shard_size)
     index = read_cache_index(folder)
     if index is not None and index.get("complete"):
         _check_complete(folder, index, tokenizer_meta, data)
@@ -247,6 +243,25 @@ def _prepare_folder(folder: Path, index: dict | None, fresh: dict) -> list[int] 
     return [k for k in range(fresh["num_shards"]) if k not in set(done)]
 
 
+def reserve_space(path: Path) -> None:
+    """Allocate every block of ``path`` (``os.posix_fallocate``) so writes through a memory map cannot hit a full
+    disk later (SIGBUS); a full disk now is a one-line :class:`DiskFull` and the file is removed."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            os.close(fd)
+            fd = -1
+            path.unlink(missing_ok=True)
+            raise DiskFull(path, size) from None
+        # EOPNOTSUPP / EINVAL: the file system cannot preallocate; the memory map stays sparse
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 class _ShardWriter:
     """One shard being filled: a memory-mapped temporary .npy, renamed into place when complete."""
 
@@ -254,6 +269,7 @@ class _ShardWriter:
         self.folder, self.k, self.start, self.n = folder, k, start, n
         self.tmp = folder / f".shard_{k:05d}.tmp"
         self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.dtype(dtype), shape=(n, 2, 2, *shape))
+        reserve_space(self.tmp)  # a sparse memory map on a full disk dies of SIGBUS: claim the blocks now
         self.filled = 0
         self.bad: list[int] = []
         self.sums = torch.zeros(2, shape[0], dtype=torch.float64)
@@ -292,7 +308,8 @@ def _encode_shards(folder: Path, shards: Sequence[int], tokenizer: RecTok, datas
         return
     shape = (tokenizer.cfg.dim, *tokenizer.cfg.grid)
     loader = build_loader(dataset, indices, batch_size, workers, dev.type == "cuda", drop_last=False)
-    bar = progress(len(indices) * d.world_size, 0, f"caching latents ({len(shards)}/{num_shards} shards)", d.is_main)
+    bar = progress(len(indices) * d.world_size, 0, f"caching latents ({len(shards)}/{num_shards} shards)", d.is_main,
+                   unit="img")
     writer: _ShardWriter | None = None
     for batch in loader:
         img = batch["image"].to(dev, non_blocking=True)
@@ -341,24 +358,21 @@ def _finish_index(folder: Path, fresh: dict) -> None:
     write_json_atomic(folder / "index.json", {**fresh, "complete": True, "bad": sorted(bad), "stats": stats.to_json()})
 
 
-def cache_latents(tokenizer_path: str, data: str, out: str, *, weights: str = "ema", batch_size: int = 64,
-                  workers: int = 4, device: str = "auto", strict: bool = False,
-                  shard_size: int = DEFAULT_SHARD_SIZE, dtype: str = "float16", precision: str = "fp32") -> LatentCache:
-    """``rectok cache-latents``: build (or finish) the latent cache of a tokenizer checkpoint on ``data``."""
+def cache_latents(tokenizer_path: str, cfg: CacheLatentsConfig) -> LatentCache:
+    """``rectok cache-latents``: build (or finish) the latent cache of a tokenizer checkpoint on ``cfg.data``
+    (default: the data the tokenizer was trained on)."""
     from rectok_core.models.tokenizer import load_tokenizer
 
-    if batch_size < 1:
-        raise RectokError(f"--batch-size must be positive, got {batch_size}")
-    if workers < 0:
-        raise RectokError(f"--workers must be >= 0, got {workers}")
-    d = distributed.setup(device)
+    cfg.validate()
+    d = distributed.setup(cfg.device)
     try:
         if d.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        tokenizer, meta = load_tokenizer(tokenizer_path, use_ema=weights == "ema", device=d.device)
-        return ensure_latent_cache(out, tokenizer, meta, data, d, batch_size=batch_size, workers=workers,
-                                   strict=strict, shard_size=shard_size, dtype=dtype, precision=precision)
+        tokenizer, meta = load_tokenizer(tokenizer_path, use_ema=cfg.weights == "ema", device=d.device)
+        data = cfg.data or meta["config"]["run"]["data"]
+        return ensure_latent_cache(cfg.out, tokenizer, meta, data, d, batch_size=cfg.batch_size, workers=cfg.workers,
+                                   strict=cfg.strict_data, shard_size=cfg.shard_size, dtype=cfg.dtype,
+                                   precision=cfg.precision)
     finally:
         distributed.cleanup()
-

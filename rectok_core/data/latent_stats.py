@@ -122,7 +122,7 @@ def stats_from_sums(total: torch.Tensor, total_sq: torch.Tensor, tokens: int, im
 
 
 def compute_latent_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: ImageDataset, d: distributed.Dist,
-                         batch_size: int = 64, workers: int = 4, precision: str = "fp32") -> LatentStats:
+                         batch_size: int = 64, workers: int | None = None, precision: str = "fp32") -> LatentStats:
     """Statistics of the posterior mean over ``dataset`` (as given: center crop, no flip), rank ``r`` encoding
     images ``r::world``; the float64 sums are all-reduced, so every rank returns the same statistics."""
     dev = d.device
@@ -131,7 +131,7 @@ def compute_latent_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: Image
     counts = torch.zeros(2, dtype=torch.float64, device=dev)  # tokens, images
     indices = list(range(d.rank, len(dataset), d.world_size))
     loader = build_loader(dataset, indices, batch_size, workers, dev.type == "cuda", drop_last=False)
-    bar = progress(len(dataset), 0, "latent statistics", d.is_main)
+    bar = progress(len(dataset), 0, "latent statistics", d.is_main, unit="img")
     for batch in loader:
         n_all = batch["image"].shape[0]
         batch, _ = drop_bad(batch)
@@ -142,7 +142,7 @@ def compute_latent_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: Image
             sums[1] += m.pow(2).sum(dim=(0, 2, 3))
             counts += torch.tensor([m.shape[0] * m.shape[2] * m.shape[3], m.shape[0]], dtype=torch.float64,
                                    device=dev)
-        bar.update(n_all * d.world_size)
+        bar.update(min(n_all * d.world_size, len(dataset) - bar.n))
     bar.close()
     distributed.all_reduce_sum(sums)
     distributed.all_reduce_sum(counts)
@@ -181,7 +181,7 @@ def read_stats_file(path: Path, tokenizer_sha256: str, weights: str, fingerprint
 
 def load_or_compute_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: ImageDataset,
                           stats_dir: str | os.PathLike[str] | None, d: distributed.Dist, batch_size: int = 64,
-                          workers: int = 4, precision: str = "fp32") -> LatentStats:
+                          workers: int | None = None, precision: str = "fp32") -> LatentStats:
     """The statistics file of this (tokenizer hash, weights, data) when present; otherwise computed over all
     ranks and written (atomically) by rank 0. Rank 0 decides, so ranks never disagree about the file."""
     folder = Path(stats_dir) if stats_dir else default_stats_dir()

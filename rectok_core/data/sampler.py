@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from rectok_core.data.datasets import Sample
 from rectok_core.errors import DataError
+from rectok_core.utils.env import default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +125,13 @@ class ResumableSampler(Sampler):
         return iter(list(zip(indices, flips)))
 
 
-def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, device_is_cuda: bool,
+def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int | None, device_is_cuda: bool,
                  drop_last: bool = True) -> DataLoader:
     """A DataLoader over ``dataset`` in ``sampler`` order: pinned memory on CUDA, persistent workers, dict
-    batches (``default_collate``), and a dedicated generator so the global torch RNG is never consumed."""
+    batches (``default_collate``), and a dedicated generator so the global torch RNG is never consumed.
+    ``workers=None``: :func:`rectok_core.utils.env.default_workers`."""
     seed = sampler.seed if isinstance(sampler, ResumableSampler) else 0
+    workers = default_workers() if workers is None else workers
     return DataLoader(
         dataset,
         batch_size=batch_size,

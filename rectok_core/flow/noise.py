@@ -24,14 +24,10 @@ def shift_time(u: torch.Tensor, s: float) -> torch.Tensor:
     return s * u / (1 + (s - 1) * u)
 
 
-def shifted_quantile(q: float, s: float) -> float:
-    """Closed-form quantile of ``shift_time(U, s)`` for U uniform (the map is monotone)."""
-    return s * q / (1 + (s - 1) * q)
-
-
-def sample_t(n: int, schedule: str, s: float, generator: torch.Generator | None = None,
+def sample_noise_level(n: int, schedule: str, s: float, generator: torch.Generator | None = None,
              device: torch.device | str = "cpu") -> torch.Tensor:
-    """One noise level per sample, in the tokenizer convention (t = 1 is noise)."""
+    """One noise level per sample, in the tokenizer convention (t = 1 is noise; the generator's training time is
+    ``rectok_core.flow.transport.sample_train_time``, where t = 1 is data)."""
     if schedule == "shift":
         u = torch.rand(n, generator=generator, device=device)
         return shift_time(u, s)

@@ -41,9 +41,10 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------
-def sample_t(n: int, shift: float, generator: torch.Generator | None = None,
+def sample_train_time(n: int, shift: float, generator: torch.Generator | None = None,
              device: torch.device | str | None = None) -> torch.Tensor:
-    """``n`` training times in (0, 1]: ``t = 1 − shift_time(u, shift)``, ``u ~ U(0, 1)``, fp32.
+    """``n`` generator training times in (0, 1] (t = 1 is data): ``t = 1 − shift_time(u, shift)``, ``u ~ U(0, 1)``,
+    fp32 (the mirror of the tokenizer's ``rectok_core.flow.noise.sample_noise_level``).
 
     ``u`` is drawn on the generator's device (the default device without one) and moved to ``device``, so a CPU
     generator gives the same times whatever device trains.
@@ -61,13 +62,13 @@ def flow_matching_loss(model: VelocityModel, x1: torch.Tensor, y: torch.Tensor,
     """Velocity-matching loss on the linear path: ``(mean loss, per-sample loss)``, both fp32.
 
     Draws, in this order and from ``generator`` (on its device, then moved to ``x1``'s device), the times
-    (``sample_t``) and the noise ``x0``; forms ``x_t = t·x1 + (1 − t)·x0`` in fp32 and regresses
+    (``sample_train_time``) and the noise ``x0``; forms ``x_t = t·x1 + (1 − t)·x0`` in fp32 and regresses
     ``model(x_t, t, y, drop_mask=drop_mask)`` onto ``x1 − x0`` with the squared error averaged over every
     non-batch dimension, then over the batch. No loss weighting.
     """
     n = x1.shape[0]
     x1 = x1.float()
-    t = sample_t(n, shift, generator, x1.device)
+    t = sample_train_time(n, shift, generator, x1.device)
     gen_device = generator.device if generator is not None else x1.device
     x0 = torch.randn(x1.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x1.device)
     tb = _per_sample(t, x1)

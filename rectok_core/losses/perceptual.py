@@ -164,7 +164,7 @@ class _Frozen(nn.Module):
         self.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)
 
 
@@ -321,11 +321,4 @@ class PerceptualLoss(_Frozen):
         return f"kind={self.kind}, weights=({self.w_lpips}, {self.w_convnext}), real={self.real}"
 
 
-def build_perceptual(kind: str = "lpips", vgg_weights: str | None = None, convnext_weights: str | None = None,
-                     allow_random: bool = False,
-                     weights: tuple[float, float] = OFFICIAL_WEIGHTS) -> PerceptualLoss | None:
-    """``--perceptual KIND``: None for ``"none"``, else :class:`PerceptualLoss` (same arguments)."""
-    if kind == "none":
-        return None
-    return PerceptualLoss(kind, vgg_weights, convnext_weights, allow_random, weights)
 

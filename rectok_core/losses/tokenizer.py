@@ -22,9 +22,6 @@ def mse01(recon: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
     return (to01(recon) - to01(img)).pow(2).mean()
 
 
-def psnr01(mse: torch.Tensor) -> torch.Tensor:
-    return -10 * torch.log10(mse.clamp_min(1e-10))
-
 
 def semantic_loss(pred: torch.Tensor, target: torch.Tensor, masked: torch.Tensor, sem_target: str) -> torch.Tensor:
     """Mean ``1 − cos`` over the selected tokens.

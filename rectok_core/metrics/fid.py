@@ -12,11 +12,9 @@ torch-fidelity's ``fid_statistics_file`` -- plus an optional JSON ``meta`` strin
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import scipy.linalg.lapack
 import torch
 
 from rectok_core.errors import RectokError
+from rectok_core.utils.files import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -147,16 +146,8 @@ def save_stats(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray, 
     arrays: dict[str, np.ndarray] = {"mu": m, "sigma": s}
     if meta:
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dst, "wb") as f:
+        np.savez(f, **arrays)
     return dst
 
 
@@ -174,7 +165,18 @@ def _open_stats(path: str | os.PathLike[str]) -> np.lib.npyio.NpzFile:
 
 
 def load_stats(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(mu, sigma)`` float64 from an .npz with ``mu``/``sigma`` keys (rectok, ADM, torch-fidelity files)."""
+    """``(mu, sigma)`` float64 from an .npz with ``mu``/``sigma`` keys (rectok, ADM, torch-fidelity files); an
+    object (pickled) array is refused, never unpickled."""
+    try:
+        return _load_stats(path)
+    except ValueError as e:
+        if "allow_pickle" not in str(e) and "Object arrays" not in str(e):
+            raise
+        raise RectokError(f"{path} holds pickled object arrays, not numeric 'mu'/'sigma' arrays (refused: "
+                          f"unpickling could run code)") from None
+
+
+def _load_stats(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     with _open_stats(path) as data:
         if "mu" not in data.files or "sigma" not in data.files:
             found = ", ".join(data.files) or "none"

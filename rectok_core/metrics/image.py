@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,11 @@ MSE_FLOOR = 1e-10  # PSNR ceiling of 100 dB
 # ---------------------------------------------------------------------------------------------------------
 # Per-image metrics
 # ---------------------------------------------------------------------------------------------------------
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error of images in [0, 1] (the MSE floored at 1e-10: at most 100 dB)."""
+    return -10.0 * math.log10(max(mse, MSE_FLOOR))
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (B,) in dB of images in [0, 1]: ``10·log10(1 / MSE_i)``, MSE floored at 1e-10."""
     if x.shape != y.shape or x.ndim != 4:

@@ -34,7 +34,6 @@ import torch.nn as nn
 from torch_fidelity.feature_extractor_inceptionv3 import (
     FeatureExtractorInceptionV3,
 )
-from tqdm import tqdm
 
 from rectok_core.errors import RectokError
 from rectok_core.metrics.inception_weights import (
@@ -42,6 +41,8 @@ from rectok_core.metrics.inception_weights import (
     resolve_inception_weights,
     weights_have_logits,
 )
+from rectok_core.utils.distributed import resolve_device
+from rectok_core.utils.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,14 @@ FEATURE_DIM = 2048
 
 
 NUM_LOGITS = 1008
+
+
+# sFID's spatial features (ADM's evaluator, Nash et al. 2021): the TF graph's ``mixed_6/conv:0`` -- the 1x1 branch
+# of the 4th 17x17 block (torch-fidelity's ``Mixed_6d.branch1x1``: conv, batch norm, ReLU), of which ADM keeps the
+# first 7 of 192 channels and flattens them in TF's (H, W, C) order: 17 * 17 * 7 = 2023 dimensions.
+SPATIAL_LAYER = "Mixed_6d.branch1x1"
+SPATIAL_CHANNELS = 7
+SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS
 
 
 
@@ -89,7 +98,7 @@ def _build_extractor(
 
 
 def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) uint8 images from uint8, or from floats in [0, 1] (clamped, rounded -- not truncated, §11.6)."""
+    """(B,3,H,W) uint8 images from uint8, or from floats in [0, 1] (clamped, rounded -- not truncated, recipe §11.6)."""
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
     if x.dtype == torch.uint8:
@@ -133,10 +142,25 @@ class InceptionFeatures(nn.Module):
         pool3, logits = self.extractor(to_uint8_images(x))
         return pool3, logits
 
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    @torch.no_grad()
+    def forward_all(self, x: torch.Tensor, logits: bool = False,
+                    spatial: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Pool3 features, logits (when ``logits``) and sFID's (B, :data:`SPATIAL_DIM`) spatial features (when
+        ``spatial``: :data:`SPATIAL_LAYER`'s first :data:`SPATIAL_CHANNELS` channels, (H, W, C)-flattened as ADM
+        does), from one pass of the network."""
+        caught: list[torch.Tensor] = []
+        hook = self.extractor.get_submodule(SPATIAL_LAYER).register_forward_hook(
+            lambda _m, _i, out: caught.append(out[:, :SPATIAL_CHANNELS])) if spatial else None
+        try:
+            if logits:
+                pool3, lg = self.forward_with_logits(x)
+            else:
+                pool3, lg = self(x), None
+        finally:
+            if hook is not None:
+                hook.remove()
+        sp = caught[0].permute(0, 2, 3, 1).reshape(len(x), -1).float() if spatial else None
+        return pool3, lg, sp
 
 
 def _image_batches(images: Iterable[object] | torch.Tensor | np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
@@ -167,59 +191,51 @@ def _extract(
     progress: bool,
     batch_size: int,
     with_logits: bool,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    device = torch.device(device) if device is not None else default_device()
+    with_spatial: bool = False,
+    total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    device = torch.device(device) if device is not None else resolve_device("auto")
     model.to(device).eval()
-    feats: list[np.ndarray] = []
-    logits: list[np.ndarray] = []
-    if isinstance(images, (torch.Tensor, np.ndarray)):
-        total: int | None = -(-len(images) // batch_size)
-    else:
-        total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
-    for batch in tqdm(
-        _image_batches(images, batch_size), total=total, disable=not progress, desc="Inception", unit="batch"
-    ):
-        batch = batch.to(device, non_blocking=True)
-        if with_logits:
-            f, lg = model.forward_with_logits(batch)
-            logits.append(lg.cpu().numpy())
-        else:
-            f = model(batch)
-        feats.append(f.cpu().numpy())
-    if not feats:
+    out: dict[str, list[np.ndarray]] = {"pool3": [], "logits": [], "spatial": []}
+    if total is None and isinstance(images, (torch.Tensor, np.ndarray)):
+        total = len(images)
+    with progress_bar(total, 0, "Inception", progress, unit="img") as bar:
+        for batch in _image_batches(images, batch_size):
+            f, lg, sp = model.forward_all(batch.to(device, non_blocking=True), with_logits, with_spatial)
+            for key, value in (("pool3", f), ("logits", lg), ("spatial", sp)):
+                if value is not None:
+                    out[key].append(value.cpu().numpy())
+            bar.update(len(batch))
+    if not out["pool3"]:
         raise RectokError("no images to extract Inception features from")
-    return np.concatenate(feats), (np.concatenate(logits) if with_logits else None)
+    return tuple(np.concatenate(v) if v else None for v in out.values())  # type: ignore[return-value]
 
 
-def extract_features(
-    images: Iterable[object] | torch.Tensor | np.ndarray,
-    model: InceptionFeatures,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    *,
-    batch_size: int = 50,
-) -> np.ndarray:
+def extract_features(images: Iterable[object] | torch.Tensor | np.ndarray, model: InceptionFeatures,
+                     device: str | torch.device | None = None, progress: bool = True, **kw) -> np.ndarray:
     """(N, 2048) float32 pool3 features of all images.
 
     ``images``: an iterable / DataLoader of batches -- (B,3,H,W) tensors (uint8, or float in [0, 1]), numpy
     arrays (NCHW or NHWC) or tuples whose first element is such a batch (``(images, labels)``) -- or one
     (N,3,H,W) / (N,H,W,3) array, processed in chunks of ``batch_size``. ``model`` is moved to ``device``
-    (default: CUDA when available).
+    (default: CUDA when available). ``kw``: ``batch_size``, ``total`` of :func:`extract_inception_outputs`.
     """
-    feats, _ = _extract(images, model, device, progress, batch_size, with_logits=False)
-    return feats
+    return extract_inception_outputs(images, model, device, progress, **kw)[0]
 
 
-def extract_features_and_logits(
+def extract_inception_outputs(
     images: Iterable[object] | torch.Tensor | np.ndarray,
     model: InceptionFeatures,
     device: str | torch.device | None = None,
     progress: bool = True,
     *,
     batch_size: int = 50,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2048) pool3 features and (N, 1008) logits (for the Inception Score); needs ``model.has_logits``."""
-    feats, logits = _extract(images, model, device, progress, batch_size, with_logits=True)
-    assert logits is not None
-    return feats, logits
+    logits: bool = False,
+    spatial: bool = False,
+    total: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(N, 2048) pool3 features, (N, 1008) logits (``logits``, needs ``model.has_logits``) and (N,
+    :data:`SPATIAL_DIM`) sFID spatial features (``spatial``) of all images, in one pass; ``total``: the number of
+    images, for the progress bar."""
+    return _extract(images, model, device, progress, batch_size, logits, spatial, total)
 

@@ -22,6 +22,8 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 )
 
 from rectok_core.errors import RectokError, WeightsNotFound
+from rectok_core.utils.env import offline_requested
+from rectok_core.utils.files import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,6 @@ FID_HELPER_FILE = "default_1.pt"
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
-OFFLINE_ENV_VARS = ("RECTOK_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 _HOW_TO_SUPPLY = (
@@ -68,10 +69,6 @@ def cache_dir() -> Path:
 def weights_cache_dir() -> Path:
     """Folder holding pretrained weight files (``<cache>/weights``)."""
     return cache_dir() / "weights"
-
-
-def _is_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_ENV_VARS)
 
 
 @lru_cache(maxsize=1)
@@ -124,17 +121,8 @@ def weights_have_logits(path: str | os.PathLike[str]) -> bool:
 
 
 def _atomic_torch_save(state: dict[str, torch.Tensor], dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is shared like any downloaded file
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dst, "wb") as f:
+        torch.save(state, f)
 
 
 def _file_digest(path: Path, algorithm: str) -> str:
@@ -265,7 +253,7 @@ def resolve_inception_weights(path: str | os.PathLike[str] | None = None, *, nee
                 _atomic_torch_save(convert_fid_helper_weights(source), converted)
                 return converted
 
-    if not _is_offline():
+    if not offline_requested():
         target = weights_cache_dir() / ORIGINAL_WEIGHTS_NAME
         logger.info("downloading %s to %s", URL_INCEPTION_V3, target)
         try:

@@ -80,7 +80,7 @@ def pooled_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Ima
     count = 0
     num_tokens = 0
     bad = 0
-    with progress(len(dataset), 0, desc, enabled=True) as bar:
+    with progress(len(dataset), 0, desc, enabled=True, unit="img") as bar:
         for batch in loader:
             n_in = len(batch["index"])
             batch, n_bad = drop_bad(batch)

@@ -33,7 +33,6 @@ Protocol (rectok's, recipe §11.9; the paper's exact protocol is not published):
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -45,7 +44,7 @@ from typing import Any
 
 import torch
 
-from rectok_core.config import opt
+from rectok_core.config import device_spec, opt
 from rectok_core.data.datasets import ImageDataset, limit_per_class
 from rectok_core.data.readers import build_dataset
 from rectok_core.errors import DataError, RectokError
@@ -62,9 +61,12 @@ from rectok_core.metrics.probe import (
     probe_accuracy,
     probe_along_flow,
 )
-from rectok_core.training.engine import resolve_precision
+from rectok_core.teachers import teacher_help
+from rectok_core.training.engine import PRECISIONS, resolve_precision
+from rectok_core.training.logging import parse_log_spec
+from rectok_core.utils.checkpoint import WEIGHTS
 from rectok_core.utils.distributed import resolve_device
-from rectok_core.utils.files import ensure_writable
+from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ JSON_VERSION = 1
 @dataclass
 class ProbeConfig:
     """``rectok probe-flow``: linear probes of tokenizer latents x_t along the forward flow."""
-    data: str = opt("", "labelled data: a folder with train/ and val/ ImageFolder trees, or 'digits'")
+    data: str = opt("", "labelled data: a folder with train/ and val/ ImageFolder trees, or 'digits' (default: the "
+                        "training data recorded in the first checkpoint)")
     train_data: str = opt("", "train split (folder, list file or 'digits'); overrides --data")
     val_data: str = opt("", "val split (folder, list file or 'digits'); overrides --data")
     per_class: int = opt(0, "at most N train images per class, first by path (0: all)")
@@ -97,15 +100,19 @@ class ProbeConfig:
     weight_decay: float = opt(1e-4, "L2 penalty weight_decay/2·‖W‖² added to the mean cross-entropy")
     max_iter: int = opt(500, "classifier iterations (L-BFGS / lbfgs)")
     seed: int = opt(0, "seed of the per-image noise ε")
-    weights: str = opt("ema", "tokenizer weights to probe", ("ema", "raw"))
-    teacher: str = opt("", "also probe this teacher's pooled features (a t-independent reference), e.g. inception")
+    weights: str = opt("ema", "tokenizer weights to probe", WEIGHTS)
+    teacher: str = opt("", teacher_help("also probe this teacher's pooled features (a t-independent reference)",
+                                        include_none=False))
     teacher_weights: str = opt("", "local weights file for --teacher")
     batch_size: int = opt(128, "images per encoder batch")
-    workers: int = opt(4, "data-loading worker processes")
+    workers: int = opt(None, f"data-loading worker processes ({WORKERS_DEFAULT})", flag_type=int,
+                       default_factory=default_workers)
     device: str = opt("auto", "cuda, cuda:N, cpu or auto")
     precision: str = opt("auto", "encoder autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
-                         ("auto", "bf16", "fp32"))
+                         PRECISIONS)
     out: str = opt("runs/probe-flow", "output folder for probe.json and probe.png")
+    log: str = opt("", "also log the val top-1 of each t to the trackers of each checkpoint's run folder: "
+                       "tensorboard and/or wandb, comma-separated")
 
     def validate(self) -> None:
         for name in ("per_class", "val_per_class"):
@@ -120,8 +127,8 @@ class ProbeConfig:
             raise RectokError(f"--weight-decay must be positive, got {self.weight_decay}")
         if self.seed < 0:
             raise RectokError(f"--seed must be >= 0, got {self.seed}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        device_spec("device", self.device)
+        parse_log_spec(self.log)
         if self.teacher_weights and not self.teacher:
             raise RectokError("--teacher-weights needs --teacher")
         self.times()
@@ -323,6 +330,9 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
     precision = resolve_precision(device, cfg.precision)
     models = [load_tokenizer(p, use_ema=cfg.weights == "ema", device="cpu") for p in checkpoints]
     first = models[0][0].cfg
+    if not (cfg.data or cfg.train_data or cfg.val_data):
+        cfg.data = models[0][1]["config"]["run"]["data"]
+        logger.info("probing on --data %s, the training data recorded in %s", cfg.data, checkpoints[0])
     splits = ProbeSplits(cfg, first.image_size)
     teacher = None
     if cfg.teacher:
@@ -349,7 +359,7 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
         feats = {}
         for split in ("train", "val"):
             ds = splits.dataset(split, mcfg.image_size)
-            feats[split] = pooled_features(lambda img: model.encode(img).mean, ds, cfg.batch_size, cfg.workers,
+            feats[split] = pooled_features(lambda img, m=model: m.encode(img).mean, ds, cfg.batch_size, cfg.workers,
                                            device, precision, f"{name} {split}")
         model.cpu()
         tr, va = feats["train"], feats["val"]
@@ -410,56 +420,3 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
 # ---------------------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------------------
-def write_json(report: ProbeReport, path: str | Path) -> Path:
-    """Write ``report.to_json()`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def plot_report(report: ProbeReport, path: str | Path) -> Path:
-    """Top-1 val accuracy against t: one line per checkpoint, the teacher as a horizontal line, chance dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    try:
-        for c in report.checkpoints:
-            ts = [p["t"] for p in c.results]
-            ax.plot(ts, [100 * p["top1"] for p in c.results], marker="o", ms=3.5, label=f"{c.name} (C={c.dim})")
-        if report.teacher is not None:
-            ax.axhline(100 * report.teacher.top1, color="black", ls=":", lw=1.2,
-                       label=f"teacher {report.teacher.name}")
-        if report.checkpoints:
-            ax.axhline(100 * report.checkpoints[0].chance["top1"], color="gray", ls="--", lw=1, label="chance")
-        ax.set_xlabel("t  (x_t = (1−t)·z + t·ε; t = 1 is noise)")
-        ax.set_ylabel("val top-1 accuracy (%)")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"linear probe along the flow ({report.protocol['space']} latents)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def prepare_out(out: str | Path) -> Path:
-    """Create the output folder and check it is writable (before the probe spends any time)."""
-    return ensure_writable(out)
-
-
-def write_outputs(report: ProbeReport, out: str | Path) -> tuple[Path, Path]:
-    """``OUT/probe.json`` and ``OUT/probe.png``."""
-    out = prepare_out(out)
-    return write_json(report, out / "probe.json"), plot_report(report, out / "probe.png")
-

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from rectok_core import __version__
+from rectok_core.config import choice, device_spec, nonneg, positive
 from rectok_core.data.datasets import ImageDataset, limit_per_class
 from rectok_core.data.latent_stats import data_id, dataset_fingerprint
 from rectok_core.data.readers import build_dataset
@@ -62,9 +63,10 @@ from rectok_core.metrics.image import (
 )
 from rectok_core.metrics.inception import FEATURE_DIM, InceptionFeatures
 from rectok_core.models.tokenizer import RecTok, load_tokenizer
-from rectok_core.training.engine import autocast, progress, resolve_precision
+from rectok_core.training.engine import PRECISIONS, autocast, progress, resolve_precision
 from rectok_core.utils import checkpoint, distributed
-from rectok_core.utils.files import ensure_writable, file_sha256, write_json_atomic
+from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.utils.files import claim_output_dir, file_sha256, write_json_atomic
 from rectok_core.utils.images import save_grid
 
 logger = logging.getLogger(__name__)
@@ -76,10 +78,8 @@ FORMAT = "rectok-tokenizer-eval"
 VERSION = 1
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
-WEIGHTS = ("ema", "raw")
 
 
 
@@ -210,7 +210,7 @@ def _prepare_out(out: Path, is_main: bool) -> None:
     error = None
     if is_main:
         try:
-            ensure_writable(out)
+            claim_output_dir(out, "eval")
         except RectokError as e:
             error = str(e)
     error = distributed.broadcast_object(error)
@@ -220,11 +220,12 @@ def _prepare_out(out: Path, is_main: bool) -> None:
 
 def _grid(model: RecTok, dataset: ImageDataset, device: torch.device, precision: str, path: Path) -> None:
     """Originals above their reconstructions for the first readable images, :data:`GRID_COLUMNS` per row."""
-    images = []
+    images, index = [], []
     for i in range(len(dataset)):
         item = dataset[i]
         if item["ok"]:
             images.append(item["image"])
+            index.append(i)
         if len(images) == GRID_IMAGES:
             break
     if len(images) > GRID_COLUMNS:
@@ -234,10 +235,13 @@ def _grid(model: RecTok, dataset: ImageDataset, device: torch.device, precision:
     x = torch.stack(images).to(device)
     with autocast(device, precision):
         rec = model.reconstruct(x)
-    rows = []
+    rows, labels = [], []
     for start in range(0, len(x), GRID_COLUMNS):
         rows += [x[start:start + GRID_COLUMNS].cpu(), rec[start:start + GRID_COLUMNS].float().cpu()]
-    save_grid(rows, path)
+        span = f"images {index[start]}-{index[min(start + GRID_COLUMNS, len(x)) - 1]}"
+        labels += [f"original ({span})", f"reconstruction ({span})"]
+    save_grid(rows, path, row_labels=labels, title=f"tokenizer eval: originals above their reconstructions "
+              f"({x.shape[-1]}px, dataset order)")
 
 
 def _lpips(vgg_weights: str | None, device: torch.device) -> tuple[LPIPS | None, str | None]:
@@ -266,16 +270,11 @@ def evaluate_tokenizer(tokenizer: str, data: str | None = None, *, split: str = 
     Writes ``eval.json`` and ``recon_grid.png`` into ``out`` (default: :func:`default_out_dir`) and, with
     ``save_stats_to``, the Inception statistics of the real images (for a later ``ref_stats``).
     """
-    if weights not in WEIGHTS:
-        raise RectokError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
-    if precision not in PRECISIONS:
-        raise RectokError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if batch_size < 1:
-        raise RectokError(f"--batch-size must be positive, got {batch_size}")
-    if workers < 0:
-        raise RectokError(f"--workers must be >= 0, got {workers}")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise RectokError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    choice("weights", weights, WEIGHTS)
+    choice("precision", precision, PRECISIONS)
+    positive("batch_size", batch_size)
+    nonneg("workers", workers)
+    device_spec("device", device)
     d = distributed.setup(device)
     try:
         return _evaluate(d, tokenizer, data, split, n, per_class, batch_size, weights, ref_stats, save_stats_to, lpips_vgg,
@@ -310,8 +309,7 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split:
     real = FeatureMoments(FEATURE_DIM, dev) if need_real else None
     indices = list(range(d.rank, len(dataset), d.world_size))
     loader = build_loader(dataset, indices, batch_size, workers, dev.type == "cuda", drop_last=False)
-    bar = progress(len(dataset), 0, "eval", d.is_main and show_progress)
-    bar.unit = "img"
+    bar = progress(len(dataset), 0, "eval", d.is_main and show_progress, unit="img")
     for batch in loader:
         n_all = batch["image"].shape[0]
         batch, n_bad = drop_bad(batch)
@@ -327,7 +325,7 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split:
             sums[3] += ssim(rec01, x01).sum()
             if lpips is not None:
                 sums[4] += lpips(rec, x).double().sum()
-            fake.add(inception(rec01))  # rounded to uint8 inside (§11.6)
+            fake.add(inception(rec01))  # rounded to uint8 inside (recipe §11.6)
             if real is not None:
                 real.add(inception(x01))  # exact: the real images are uint8 values
         bar.update(min(n_all * d.world_size, len(dataset) - bar.n))

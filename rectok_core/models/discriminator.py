@@ -75,7 +75,4 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 
 
-def generator_adv_loss(logits_fake: torch.Tensor) -> torch.Tensor:
-    """Generator adversarial loss ``−mean D(fake)``."""
-    return -logits_fake.mean()
 

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from rectok_core.config import opt, positive
 from rectok_core.errors import RectokError
 from rectok_core.models.layers import Block, RoPE
-from rectok_core.utils import files
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -35,7 +34,7 @@ class TokenizerModelConfig:
     sem_heads: int = opt(4, "semantic decoder heads")
     rope: str = opt("rotation", "2-D RoPE: a true rotation, or the official non-orthogonal variant",
                     ("rotation", "official"))
-    teacher_dim: int = opt(1024, "teacher feature width (set from --vfm; 0 = no semantic decoder)", cli=False)
+    teacher_dim: int = opt(1024, "teacher feature width (set from --teacher; 0 = no semantic decoder)", cli=False)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -289,11 +288,13 @@ def load_tokenizer(path, use_ema: bool = True, device: torch.device | str = "cpu
     ck = checkpoint.load(path, "tokenizer")
     mcfg = from_dict(TokenizerModelConfig, ck["config"]["model"])
     model = RecTok(mcfg, semantic=False)
-    state = ck["ema" if use_ema else "model"]
+    state = checkpoint.state_of(ck, "ema" if use_ema else "raw", path)
     state = {k: v for k, v in state.items() if not k.startswith("sem_decoder.")}
     checkpoint.load_state_strict(model, state, f"{path} ({'EMA' if use_ema else 'raw'} weights)")
     model.eval().requires_grad_(False).to(device)
+    local, sha256 = checkpoint.identity(ck, path)  # an export folder keeps its source checkpoint's sha256
     meta = {"config": ck["config"], "stage": ck.get("stage"), "step": ck.get("step"),
-            "sha256": files.file_sha256(path), "path": str(path), "weights": "ema" if use_ema else "raw"}
+            "sha256": sha256, "path": local, "weights": "ema" if use_ema else "raw",
+            "latent_stats": ck.get("latent_stats")}  # an export folder may carry them
     return model, meta
 

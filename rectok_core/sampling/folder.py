@@ -25,14 +25,13 @@ Sample folder (``--out``)::
     OUT/manifest.json        settings, model hashes, label scheme, n, complete (written first, completed last)
     OUT/samples/000000.png   one PNG per sample, written to a temporary file and renamed (never half-written)
     OUT/samples.npz          ADM-compatible: arr_0 uint8 (n, H, W, 3), arr_1 int64 labels (n,), at the end
-    OUT/grid.png             the first 64 samples
+    OUT/grid.png             one class per row (classes 0 … 7): its first 8 samples, captioned
 
 A rerun with the same settings skips the samples already written (so a killed run resumes, and ``-n`` may grow);
 a folder made with another seed, model or setting is refused before anything is written.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -46,9 +45,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rectok_core.config import check_choices, nonneg, opt, positive
+from rectok_core.config import check_choices, device_spec, nonneg, opt, positive
 from rectok_core.errors import RectokError
 from rectok_core.flow.noise import timestep_shift
+from rectok_core.flow.solvers import solver_help
 from rectok_core.flow.transport import labels_for
 from rectok_core.sampling.generate import (
     GUIDANCE,
@@ -61,16 +61,19 @@ from rectok_core.sampling.generate import (
     generate_latents,
     load_dit,
     load_matching_tokenizer,
+    require_finite,
 )
 from rectok_core.training.engine import (
+    PRECISIONS,
     maybe_compile,
     progress,
     resolve_compile,
     resolve_precision,
 )
 from rectok_core.utils import distributed
-from rectok_core.utils.files import write_json_atomic
-from rectok_core.utils.images import save_grid, to_uint8
+from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.utils.files import read_format_json, write_json_atomic
+from rectok_core.utils.images import class_caption, save_grid, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ VERSION = 1
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 
 
-GRID_SIZE = 64
+GRID_ROWS, GRID_COLUMNS = 8, 8  # grid.png: the first classes, one per row, and their first samples
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ class SampleConfig:
     """``rectok sample``: generate images from a DiT^DH checkpoint into a resumable sample folder."""
     n: int = opt(50000, "number of samples (labels 0…K−1 cycled: 50 per class for 50,000 ImageNet samples)")
     steps: int = opt(150, "time-grid points: N points = N−1 Euler updates (official 150; 50 for quick evals)")
-    sampler: str = opt("euler", "ODE integrator (heun: 2 evaluations per step)", SAMPLERS)
+    sampler: str = opt("euler", solver_help("ODE integrator"), SAMPLERS)
     cfg: str = opt("none", "guidance method", GUIDANCE)
     scale: float = opt(1.0, "guidance scale w; 1 = no guidance (official AutoGuidance: 1.29)")
     guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance (official: DiT^DH-S, 30 epochs)")
@@ -103,11 +106,11 @@ class SampleConfig:
     out: str = opt("samples", "sample folder (PNGs, samples.npz, grid.png, manifest.json)")
     batch_size: int = opt(256, "samples per model batch per process (results do not depend on it)")
     seed: int = opt(0, "noise seed: sample i's noise depends only on (seed, i)")
-    weights: str = opt("ema", "DiT (and guide) weights to sample with", ("ema", "raw"))
+    weights: str = opt("ema", "DiT (and guide) weights to sample with", WEIGHTS)
     tokenizer: str = opt("", "tokenizer checkpoint (default: the path recorded in the DiT checkpoint; its sha256 "
                              "must match the recorded one)")
     device: str = opt("auto", "cuda, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", ("auto", "bf16", "fp32"))
+    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
     compile: bool | None = opt(None, "torch.compile the DiT and the guide (auto: on CUDA, off on CPU; images agree "
                                      "with eager ones to float rounding, not bit for bit)", flag_type=bool)
 
@@ -124,10 +127,11 @@ class SampleConfig:
         self.interval_range()
         if self.cfg == "autoguidance" and not self.guide:
             raise RectokError("--cfg autoguidance needs --guide GUIDE_CKPT (a smaller DiT of the same latent space)")
+        if self.scale != 1.0 and self.cfg == "none":
+            raise RectokError(f"--scale {self.scale} needs guidance: add --cfg cfg or --cfg autoguidance")
         if self.guide and self.cfg != "autoguidance":
             raise RectokError(f"--guide is only used by --cfg autoguidance (got --cfg {self.cfg})")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        device_spec("device", self.device)
 
     def interval_range(self) -> tuple[float, float]:
         parts = self.interval.split(",")
@@ -184,7 +188,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: LoadedDiT | None, precision: str,
                  world: int) -> dict[str, Any]:
-    """The sample folder's manifest: what made the images (§11.8), with ``complete`` false until the end."""
+    """The sample folder's manifest: what made the images (recipe §11.8), with ``complete`` false until the end."""
     K, C, g = dit.model.num_classes, dit.model.config.in_channels, dit.model.config.input_size
     guided = cfg.guided()
     per_class = f"{cfg.n // K}" if cfg.n % K == 0 else f"{cfg.n // K} or {cfg.n // K + 1}"
@@ -234,12 +238,7 @@ def _check_folder(out: Path, new: dict[str, Any]) -> dict[str, Any] | None:
         if out.is_dir() and any(out.iterdir()):
             raise RectokError(f"--out {out} is not empty and holds no rectok sample manifest: choose another --out")
         return None
-    try:
-        old = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise RectokError(f"cannot read {mpath}: {e}") from None
-    if not isinstance(old, dict) or old.get("format") != SAMPLES_FORMAT:
-        raise RectokError(f"{mpath} is not a rectok sample manifest: choose another --out")
+    old = read_format_json(mpath, SAMPLES_FORMAT, "rectok sample manifest: choose another --out")
     pairs = [(k, _get(old, k), _get(new, k)) for k in _IDENTITY_KEYS]
     if _get(new, ("guidance", "guide")) is not None or _get(old, ("guidance", "guide")) is not None:
         pairs.append((("guide", "sha256"), _get(old, ("guidance", "guide", "sha256")),
@@ -287,6 +286,14 @@ def _read_png(path: Path) -> np.ndarray:
         return np.array(im.convert("RGB"))
 
 
+def grid_layout(n: int, K: int, rows: int = GRID_ROWS, cols: int = GRID_COLUMNS) -> list[list[int]]:
+    """Sample indices of ``grid.png``: row ``c`` holds class ``c``'s first samples ``c, c+K, c+2K, …`` (labels are
+    ``i mod K``), for the first ``min(rows, K, n)`` classes, all rows as long as the shortest (at most ``cols``)."""
+    classes = min(rows, K, n)
+    width = min(cols, len(range(classes - 1, n, K)))
+    return [[c + j * K for j in range(width)] for c in range(classes)]
+
+
 def _finish(out: Path, manifest: dict[str, Any], K: int, outputs_current: bool) -> tuple[Path, Path]:
     """Rank 0, once every PNG exists: the .npz, the grid and the completed manifest (the .npz and grid are kept
     when ``outputs_current``: a rerun of a complete folder that generated nothing)."""
@@ -301,10 +308,15 @@ def _finish(out: Path, manifest: dict[str, Any], K: int, outputs_current: bool) 
         write_json_atomic(out / "manifest.json", manifest)
         return npz, grid
     write_npz(npz, (_read_png(png_path(out, i)) for i in range(n)), n, hw, labels_for(n, K).numpy())
-    imgs = [torch.from_numpy(_read_png(png_path(out, i))).permute(2, 0, 1).float() / 127.5 - 1
-            for i in range(min(GRID_SIZE, n))]
-    cols = min(8, len(imgs))
-    save_grid([torch.stack(imgs[r * cols:(r + 1) * cols]) for r in range(len(imgs) // cols)], grid)
+    layout = grid_layout(n, K)
+    rows = [torch.stack([torch.from_numpy(_read_png(png_path(out, i))).permute(2, 0, 1).float() / 127.5 - 1
+                         for i in row]) for row in layout]
+    classes = manifest.get("classes")
+    g = manifest["guidance"]
+    guide = "no guidance" if g["method"] == "none" else f"{g['method']} {g['scale']:g}"
+    save_grid(rows, grid, row_labels=[class_caption(r[0] % K, classes) for r in layout],
+              title=f"samples: one class per row, first {len(layout[0])} samples each "
+                    f"({manifest['sampler']}, {manifest['steps']} steps, {guide}, seed {manifest['seed']})")
     write_json_atomic(out / "manifest.json", manifest)
     return npz, grid
 
@@ -368,12 +380,14 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
                               RowPadded(maybe_compile(guide.model, compiled)) if guide is not None else None,
                               cfg.interval_range())
     all_labels = labels_for(cfg.n, K)
-    bar = progress(len(pending), 0, "sample", d.is_main)
-    bar.unit = "img"
+    bar = progress(len(pending), 0, "sample", d.is_main, unit="img")
     for start in range(0, len(mine), cfg.batch_size):
         idx = torch.tensor(mine[start:start + cfg.batch_size], dtype=torch.long)
         z = generate_latents(velocity, idx, all_labels[idx], cfg.seed, shape, cfg.steps, cfg.sampler, dev, precision)
-        images = to_uint8(decode_latents(tokenizer, dit.stats, z, precision))
+        require_finite(z, "latents", idx)
+        decoded = decode_latents(tokenizer, dit.stats, z, precision)
+        require_finite(decoded, "images", idx)
+        images = to_uint8(decoded)
         for i, img in zip(idx.tolist(), images):
             write_png(png_path(out, i), img)
         bar.update(min(len(idx) * d.world_size, len(pending) - bar.n))

@@ -17,14 +17,14 @@ from rectok_core.flow.guidance import (
     conditional_velocity,
 )
 from rectok_core.flow.noise import timestep_shift
-from rectok_core.flow.solvers import sample_ode
+from rectok_core.flow.solvers import SOLVERS, sample_ode
 from rectok_core.flow.transport import VelocityFn, initial_noise, time_grid
 from rectok_core.models.dit import DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, load_tokenizer
 from rectok_core.training.engine import (
     autocast,
 )
-from rectok_core.utils import checkpoint, files
+from rectok_core.utils import checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 GUIDANCE = ("none", "cfg", "autoguidance")
 
 
-SAMPLERS = ("euler", "heun")
+#: The ``--sampler`` choices: the registered ODE solvers (``rectok_core.flow.solvers``).
+SAMPLERS = tuple(SOLVERS)
 
 
 MIN_ROWS = 16
@@ -59,17 +60,24 @@ def load_dit(path: str | os.PathLike[str], weights: str = "ema", device: torch.d
     """The DiT^DH of a ``train-dit`` checkpoint (eval mode, frozen); any other kind is a one-line error."""
     ck = checkpoint.load(path, "dit")
     model = DiTDH(DiTConfig(**ck["dit_config"]))
-    checkpoint.load_state_strict(model, ck["ema" if weights == "ema" else "model"], f"{path} ({weights} weights)")
+    checkpoint.load_state_strict(model, checkpoint.state_of(ck, weights, path), f"{path} ({weights} weights)")
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path} ({weights} weights): {len(bad)} tensors hold NaN/inf (e.g. {bad[0]}): the run "
+                              f"diverged; sample an earlier checkpoint")
     model.eval().requires_grad_(False).to(device)
+    local, sha256 = checkpoint.identity(ck, path)  # an export folder keeps its source checkpoint's sha256
     return LoadedDiT(model=model, stats=LatentStats.from_state(ck["latent_stats"]), classes=list(ck["classes"]),
-                     path=str(path), sha256=files.file_sha256(path), weights=weights,
+                     path=local, sha256=sha256, weights=weights,
                      tokenizer=dict(ck["tokenizer"]), step=int(ck["step"]))
 
 
 def load_matching_tokenizer(dit: LoadedDiT, override: str | None, device: torch.device) -> tuple[RecTok, dict]:
     """The tokenizer a DiT was trained on: its recorded path (or ``override``), checked by sha256."""
+    from rectok_core.interop.resolve import looks_like_hub_id
+
     path = override or dit.tokenizer["path"]
-    if not Path(path).is_file():
+    if not override and not Path(path).exists() and not looks_like_hub_id(path):
         raise CheckpointError(f"tokenizer checkpoint {path} (recorded in {dit.path}) not found: pass --tokenizer")
     tokenizer, meta = load_tokenizer(path, use_ema=dit.tokenizer["weights"] == "ema", device=device)
     if meta["sha256"] != dit.tokenizer["sha256"]:
@@ -131,11 +139,22 @@ def generate_latents(velocity: VelocityFn, indices: torch.Tensor, labels: torch.
                      shape: tuple[int, int, int], steps: int, method: str, device: torch.device,
                      precision: str) -> torch.Tensor:
     """Normalised latents ``(B, C, h, w)`` (fp32) of samples ``indices``: noise from ``(seed, index)``, the shifted
-    grid of ``steps`` points for this latent shape, ``method`` (euler / heun) under ``precision`` autocast."""
+    grid of ``steps`` points for this latent shape, ``method`` (a ``SOLVERS`` name) under ``precision`` autocast."""
     x0 = initial_noise(indices.cpu(), seed, shape).to(device)
     grid = time_grid(steps, timestep_shift(shape[1], shape[2], shape[0]), device)
     with autocast(device, precision):
         return sample_ode(velocity, x0, labels.to(device), grid, method)
+
+
+def require_finite(x: torch.Tensor, what: str, indices: torch.Tensor) -> None:
+    """Stop with a one-line error when any sample of ``x`` (batch-first) holds NaN/inf: such samples would be written
+    as black images and poison every metric computed from them."""
+    ok = torch.isfinite(x.reshape(x.shape[0], -1)).all(1).cpu()
+    if not bool(ok.all()):
+        first = int(indices[~ok][0])
+        raise RectokError(f"non-finite {what} for {int((~ok).sum())} of {len(ok)} samples in this batch (first: "
+                          f"sample {first}): a guidance --scale this large, or non-finite DiT weights; nothing was "
+                          f"written for them")
 
 
 @torch.no_grad()

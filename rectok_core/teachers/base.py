@@ -3,26 +3,16 @@
 A teacher maps images in ``[-1, 1]`` to one feature vector per tokenizer token: ``(B, grid_h * grid_w, dim)``,
 row-major, computed without gradients by a frozen network in eval mode.
 
-Registry (``TEACHERS``)
------------------------
-=============  =========================================  =====  ======
-name           network (timm architecture)                patch  dim
-=============  =========================================  =====  ======
-``dinov3``     DINOv3 ViT-L/16 LVD-1689M (official)       16     1024
-``dinov3-s``   DINOv3 ViT-S/16                            16     384
-``dinov3-b``   DINOv3 ViT-B/16                            16     768
-``dinov3-l``   DINOv3 ViT-L/16 (same as ``dinov3``)       16     1024
-``dinov2``     DINOv2 ViT-L/14 LVD-142M, no registers     14     1024
-``dinov2-s/b/l``  DINOv2 ViT-S/B/L/14, no registers       14     384/768/1024
-``inception``  FID InceptionV3 spatial features           --     768
-``none``       no teacher (no semantic decoder)           --     0
-=============  =========================================  =====  ======
+Registry
+--------
+``rectok_core.teachers.registry`` holds every name ``--teacher`` accepts (``available_teachers()``): each family
+module registers its own entries and builder (``dino.py``: ``dinov3``, ``dinov3-s/b/l``, ``dinov2``,
+``dinov2-s/b/l``; ``inception.py``: ``inception``, ``inception-s``; ...); ``none`` (no teacher, no semantic
+decoder) is built in. ``dinov2`` is the plain (no-register) ViT-L/14, ``vit_large_patch14_dinov2.lvd142m``: the
+teacher the official code defines (recipe §1.8). The register variants (``*_reg4_dinov2``) are not registered.
 
-``dinov2`` is the plain (no-register) ViT-L/14, ``vit_large_patch14_dinov2.lvd142m``: the teacher the official
-code defines (recipe §1.8). The register variants (``*_reg4_dinov2``) are not in the registry.
-
-Weights, in this order
-----------------------
+Weights of the timm ViT teachers, in this order
+-----------------------------------------------
 1. ``weights``: a local file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``) or a Hugging Face snapshot folder
    holding one. Accepted layouts: timm's (what ``Teacher.model.state_dict()`` or the timm hub files hold), Meta's
    original DINOv2/DINOv3 release checkpoints (converted by timm's checkpoint filter), and, for DINOv3, the
@@ -45,16 +35,16 @@ constant) before timm or huggingface_hub can make hub calls, so nothing sits in 
 
 Preprocessing
 -------------
-``resize="native"`` (default, recipe §11.3): ``[-1,1] → [0,1]`` → ImageNet mean/std → bilinear resize
-(antialiased when shrinking) to ``grid * teacher_patch`` pixels: 256 px for a /16 teacher at a 16×16 grid,
-224 px for a /14 one, so that each tokenizer token gets exactly one teacher patch.
+``resize="native"`` (default, recipe §11.3): ``[-1,1] → [0,1]`` → the teacher's ``TeacherSpec.mean/std``
+(ImageNet's for DINO) → bilinear resize (antialiased when shrinking) to ``grid * teacher_patch`` pixels: 256 px
+for a /16 teacher at a 16×16 grid, 224 px for a /14 one, so that each tokenizer token gets exactly one teacher patch.
 
-``resize="official"`` (/16 teachers only) reproduces the official pipeline (recipe §1.8): ``[0,1] × 255`` →
+``resize="official"`` (/16 DINOv3 teachers only) reproduces the official pipeline (recipe §1.8): ``[0,1] × 255`` →
 uint8 by truncation (after clamping to [0, 255]) → the Hugging Face DINOv3 processor's 224×224 bilinear,
 antialiased resize (done in float, rounded back to uint8 as torchvision does for uint8 images) → ``/255`` →
-ImageNet mean/std → bilinear up-sampling to ``grid * 16`` pixels (the official code up-samples to the training
-image size, 256, which is ``grid * 16`` for its 16×16 grid). There is no official round trip for /14 teachers
-(the official DINOv2 path is unused and broken), so asking for one is an error.
+the teacher's mean/std → bilinear up-sampling to ``grid * 16`` pixels (the official code up-samples to the
+training image size, 256, which is ``grid * 16`` for its 16×16 grid). There is no official round trip for /14
+teachers (the official DINOv2 path is unused and broken), so asking for one is an error.
 
 Output: the model's ``forward_features`` (after the final LayerNorm) with the CLS and register tokens dropped
 (``num_prefix_tokens``), reshaped to the teacher's patch grid. If that grid differs from the tokenizer grid
@@ -64,7 +54,8 @@ resampled onto the tokenizer grid (bilinear, ``align_corners=False``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -75,30 +66,39 @@ from rectok_core.errors import RectokError
 logger = logging.getLogger(__name__)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+#: What a builder gets: ``(spec, weights or None, (rows, cols), image_size, resize, pretrained)`` → a Teacher.
+TeacherBuilder = Callable[["TeacherSpec", "str | None", "tuple[int, int]", int, str, str], "Teacher"]
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
-    """One registry entry.
+    """One registry entry: everything known about a teacher without building it.
 
-    ``kind`` is ``"vit"`` (a timm DINO model), ``"inception"`` (``rectok_core.inception``) or ``"none"``.
-    ``arch`` is the timm architecture, ``tag`` its pretrained tag on the hub; ``example_file`` names a typical
-    weights file for error messages.
+    ``name`` (the ``--teacher`` value), ``dim`` (feature width; 0 only for ``none``), ``description`` (one line
+    for the CLI help), ``mean``/``std`` (per-channel input normalisation of ``[0, 1]`` images the network was
+    trained with), ``builder`` (``None`` only for ``none``), ``random_init`` (whether ``--teacher-init random``
+    is supported). The timm ViT teachers also fill ``arch`` (timm architecture), ``tag`` (pretrained tag on the
+    hub), ``patch`` (patch side in px), ``family`` and ``example_file`` (a typical weights file, for messages).
     """
 
     name: str
-    kind: str
     dim: int
+    description: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    builder: TeacherBuilder | None = field(default=None, compare=False, repr=False)
+    random_init: bool = True
     family: str = ""
     arch: str = ""
     tag: str = ""
     patch: int = 0
     example_file: str = ""
-    description: str = ""
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 #: Output size of the Hugging Face DINOv3 image processor used by the official code (its default config).
@@ -109,8 +109,6 @@ RESIZE_MODES = ("native", "official")
 
 
 PRETRAINED_MODES = ("auto", "pretrained", "random")
-
-
 
 
 def _resample_tokens(tokens: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
@@ -148,7 +146,7 @@ class Teacher(nn.Module):
         self.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         """Teachers stay in eval mode whatever the parent module does."""
         return super().train(False)
 
@@ -170,7 +168,7 @@ class Teacher(nn.Module):
 
 
 class ViTTeacher(Teacher):
-    """A timm DINOv2/DINOv3 ViT teacher (see the module docstring for preprocessing and output)."""
+    """A timm ViT teacher (DINOv2/v3, SigLIP; see the module docstring for preprocessing and output)."""
 
     def __init__(self, spec: TeacherSpec, model: nn.Module, grid: tuple[int, int], image_size: int,
                  resize: str, real: bool, source: str):
@@ -183,8 +181,8 @@ class ViTTeacher(Teacher):
         self.resize = resize
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
         self.input_size = (self.grid[0] * self.patch, self.grid[1] * self.patch)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self._freeze()
 
     def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -224,7 +222,7 @@ class WrappedTeacher(Teacher):
 
     def __init__(self, name: str, module: nn.Module, grid: tuple[int, int], image_size: int, real: bool,
                  source: str, module_grid: tuple[int, int] | None = None):
-        super().__init__(name, int(getattr(module, "dim")), grid, image_size, real, source)
+        super().__init__(name, int(module.dim), grid, image_size, real, source)
         self.module = module
         self.module_grid = tuple(module_grid) if module_grid is not None else self.grid
         self._freeze()

@@ -1,4 +1,9 @@
-"""InceptionV3 teachers: the offline FID network's mid-level features as a teacher."""
+"""InceptionV3 teachers: the offline FID network's mid-level features as a teacher; registers ``inception`` and
+``inception-s``.
+
+torch-fidelity and ``rectok_core.metrics.inception`` are imported only when a teacher is built: registering the
+entries (on every ``rectok_core.teachers`` import, e.g. for the CLI help) stays cheap.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,23 +12,15 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_fidelity.interpolate_compat_tensorflow import (
-    interpolate_bilinear_2d_like_tensorflow1x,
-)
 
 from rectok_core.errors import RectokError
-from rectok_core.metrics.inception import (
-    _STAGES,
-    INPUT_SIZE,
-    MIXED_CHANNELS,
-    _build_extractor,
-)
 from rectok_core.teachers.base import TeacherSpec, WrappedTeacher
+from rectok_core.teachers.registry import register_teacher
 
 logger = logging.getLogger(__name__)
 
 
-#: ``Mixed_6e`` of InceptionV3 has 768 channels (the default layer of ``rectok_core.inception``).
+#: ``Mixed_6e`` of InceptionV3 has 768 channels (the default layer of ``InceptionTeacher``).
 INCEPTION_DIM = 768
 
 
@@ -35,41 +32,44 @@ INCEPTION_S_DIM = 288
 INCEPTION_LAYERS = {"inception": ("mixed_6e", 16, 27), "inception-s": ("mixed_5d", 8, 19)}
 
 
+#: The network's input normalisation, ``(255·x − 128) / 128`` for ``x ∈ [0, 1]``, as a mean/std.
+INCEPTION_MEAN = INCEPTION_STD = (128 / 255,) * 3
+
+
 def _build_inception(spec: TeacherSpec, weights: str | None, grid: tuple[int, int], image_size: int, resize: str,
                      pretrained: str) -> WrappedTeacher:
     if resize != "native":
-        raise RectokError("--vfm-resize official applies to DINOv3 teachers only, not --vfm inception")
-    if pretrained == "random":
-        raise RectokError("--vfm-init random is not available for --vfm inception (it is a small network: "
-                          "use its real weights)")
-    try:
-        from rectok_core.teachers.inception import (
-            InceptionTeacher,  # lazy: written separately, optional for the other teachers
-        )
-    except ImportError as e:
-        raise RectokError(f"--vfm inception is unavailable: rectok_core.inception cannot be imported ({e})") from None
-    # "native" (§11.3): one feature-map cell per token. Mixed_6e's map is floor((s − 27)/16) cells wide for an
+        raise RectokError(f"--teacher-resize official applies to DINOv3 teachers only, not --teacher {spec.name}")
+    # "native" (recipe §11.3): one feature-map cell per token. Mixed_6e's map is floor((s − 27)/16) cells wide for an
     # s-px input, so s = 16·g + 27 (283 px for the paper's 16×16 grid, close to the FID resolution of 299; 155 px
     # for 8×8); Mixed_5d's is floor((s − 19)/8), so s = 8·g + 19.
     layer, stride, offset = INCEPTION_LAYERS[spec.name]
     module = InceptionTeacher(weights=weights or None, grid=grid, layer=layer,
                               input_size=max(75, stride * max(grid) + offset))
-    dim = int(getattr(module, "dim"))
+    dim = int(module.dim)
     if dim != spec.dim:
-        raise RuntimeError(f"InceptionTeacher has dim {dim} but the teacher registry says {spec.dim}: "
-                           f"update TEACHERS[{spec.name!r}]")
+        raise RuntimeError(f"InceptionTeacher has dim {dim} but the teacher registry says {spec.dim} for {spec.name}")
     return WrappedTeacher(spec.name, module, grid, image_size, real=True,
                           source=str(weights) if weights else "inception default weights")
+
+
+for _name, _dim, _desc in (
+    ("inception", INCEPTION_DIM, "FID InceptionV3 Mixed_6e features, an offline stand-in (results must say so)"),
+    ("inception-s", INCEPTION_S_DIM, "FID InceptionV3 Mixed_5d features: ~7x cheaper, lower-level (CPU demos)"),
+):
+    register_teacher(TeacherSpec(_name, _dim, _desc, INCEPTION_MEAN, INCEPTION_STD, _build_inception,
+                                 random_init=False, family="inception", example_file="pt_inception.pth"))
 
 
 class InceptionTeacher(nn.Module):
     """Frozen ImageNet-pretrained InceptionV3 features on the tokenizer's token grid (offline stand-in for DINO).
 
     Input: (B,3,H,W) images in [-1, 1]. They are mapped to torch-fidelity's pixel scale, resized to
-    ``input_size`` (default 299, the FID resolution) with its TF1.x-exact bilinear resize and normalised ``(x - 128) / 128`` -- the preprocessing the weights were
-    trained with -- then run up to ``layer``; the feature map is brought onto ``grid`` by adaptive average
-    pooling (map at least as large as the grid) or bilinear interpolation (smaller map) and returned as
-    (B, grid_h * grid_w, dim) tokens in row-major order.
+    ``input_size`` (default 299, the FID resolution) with its TF1.x-exact bilinear resize and normalised
+    ``(x - 128) / 128`` (``INCEPTION_MEAN/STD``) -- the preprocessing the weights were trained with -- then run
+    up to ``layer``; the feature map is brought onto ``grid`` by adaptive average pooling (map at least as large
+    as the grid) or bilinear interpolation (smaller map) and returned as (B, grid_h * grid_w, dim) tokens in
+    row-major order.
 
     Default layer ``mixed_6e``: the last 17x17 block (768 channels, ~17.6 px receptive-field stride at 299) --
     semantic (ImageNet-class level, 15 of the network's 18 stages) yet still spatial: 17x17 pools onto a 16x16
@@ -88,6 +88,8 @@ class InceptionTeacher(nn.Module):
         layer: str = "mixed_6e",
         input_size: int | None = None,
     ):
+        from rectok_core.metrics.inception import _STAGES, INPUT_SIZE, MIXED_CHANNELS, _build_extractor
+
         super().__init__()
         self.input_size = int(input_size or INPUT_SIZE)
         if self.input_size < 75:
@@ -114,6 +116,8 @@ class InceptionTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, grid_h * grid_w, dim) float32 teacher tokens for (B,3,H,W) images in [-1, 1]."""
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
         weight_dtype = next(self.parameters()).dtype

@@ -37,7 +37,7 @@ def _resolve_weights_path(path: str, flag: str) -> Path:
     return p
 
 
-def load_state_dict_file(path: str, flag: str = "--vfm-weights") -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str, flag: str = "--teacher-weights") -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch pickle (``weights_only=True``), unwrapping common
     containers (``model_state_dict``/``state_dict``/``model``/``module``) and ``module.``/``_orig_mod.``/``model.``
     key prefixes. ``flag`` names the option that supplied the file, for one-line error messages."""
@@ -140,19 +140,20 @@ def _drop_zero_qkv_bias(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _load_into(model: nn.Module, spec: TeacherSpec, arch: str, sd: dict[str, torch.Tensor], path: str,
                flag: str) -> None:
-    """Convert ``sd`` to timm's layout for ``model`` and load it strictly."""
-    if spec.family == "dinov3":
-        from timm.models.eva import checkpoint_filter_fn
-    else:
-        from timm.models.vision_transformer import checkpoint_filter_fn
+    """Convert ``sd`` to timm's layout for ``model`` (the ``checkpoint_filter_fn`` of the timm module that defines
+    the model's class: Eva for DINOv3, VisionTransformer for DINOv2/SigLIP) and load it strictly."""
+    import importlib
+
+    checkpoint_filter_fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn",
+                                   lambda state, _model: state)
     try:
         filtered = checkpoint_filter_fn(dict(sd), model)
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{flag} {path} does not fit --vfm {spec.name} ({arch}): "
+        raise CheckpointError(f"{flag} {path} does not fit --teacher {spec.name} ({arch}): "
                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     problem = describe_mismatch(model, filtered)
     if problem:
-        raise CheckpointError(f"{flag} {path} does not fit --vfm {spec.name} ({arch}): {problem}")
+        raise CheckpointError(f"{flag} {path} does not fit --teacher {spec.name} ({arch}): {problem}")
     model.load_state_dict(filtered, strict=True)
 
 

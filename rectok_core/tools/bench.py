@@ -1,6 +1,6 @@
 """``rectok bench``: throughput, memory, FLOPs and MFU of every hot loop, timed on the code the commands run.
 
-Workloads (:data:`WORKLOADS`), each built from random-initialised weights (teachers with ``--vfm-init random``
+Workloads (:data:`WORKLOADS`), each built from random-initialised weights (teachers with ``--teacher-init random``
 for DINO; the Inception teachers are small and real offline; LPIPS/ConvNeXt with random backbones) and random
 inputs already on the device — data loading is not part of the measurement:
 
@@ -26,7 +26,6 @@ matmul ceiling measured at start-up (a large bf16 matmul on CUDA, fp32 on CPU, i
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import resource
@@ -39,7 +38,7 @@ from typing import Any
 
 import torch
 
-from rectok_core.config import opt
+from rectok_core.config import device_spec, opt, positive
 from rectok_core.errors import RectokError
 from rectok_core.tools.bench_workloads import (
     GUIDE_FOR,
@@ -54,11 +53,14 @@ from rectok_core.training.config import (
     TOKENIZER_PRESETS,
 )
 from rectok_core.training.engine import (
+    PRECISIONS,
     cuda_fast_paths,
     resolve_compile,
     resolve_precision,
     synchronize,
 )
+from rectok_core.utils.distributed import resolve_device
+from rectok_core.utils.files import write_json_atomic
 
 FORMAT = "rectok-bench"
 
@@ -95,23 +97,21 @@ class BenchConfig:
                                "workload's default: the presets' training batch, 256 for sampling, 64 for "
                                "encode/decode, 128 for probe features)")
     workloads: str = opt("all", "comma-separated workloads, or all: " + ", ".join(WORKLOADS))
-    steps: int = opt(20, "timed steps per workload (img/s from their median)")
+    timed_steps: int = opt(20, "timed steps per workload (img/s from their median)")
     warmup: int = opt(5, "untimed warm-up steps per workload (torch.compile compiles here)")
     device: str = opt("auto", "cuda, cuda:N, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", ("auto", "bf16", "fp32"))
+    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
     compile: bool | None = opt(None, "torch.compile what the commands compile: training steps and sampling "
                                      "(auto: on CUDA, off on CPU)", flag_type=bool)
     out: str = opt("bench.json", "JSON result file")
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise RectokError(f"--steps must be positive, got {self.steps}")
+        positive("timed_steps", self.timed_steps)
         if self.warmup < 0:
             raise RectokError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.precision not in ("auto", "bf16", "fp32"):
+        if self.precision not in PRECISIONS:
             raise RectokError(f"--precision {self.precision!r}: choose one of auto, bf16, fp32")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        device_spec("device", self.device)
         if self.tokenizer_preset != "auto" and self.tokenizer_preset not in TOKENIZER_PRESETS:
             raise RectokError(f"unknown --tokenizer-preset {self.tokenizer_preset!r}; choose one of auto, "
                               f"{', '.join(TOKENIZER_PRESETS)}")
@@ -257,7 +257,7 @@ def device_name(device: torch.device) -> str:
 # ---------------------------------------------------------------------------------------------------------
 def measure(w: Workload, ctx: Context, ceiling_tflops: float) -> dict[str, Any]:
     """Time, FLOP-count and memory-profile one built workload."""
-    times, warm = time_steps(w.run, ctx.cfg.steps, ctx.cfg.warmup, ctx.device)
+    times, warm = time_steps(w.run, ctx.cfg.timed_steps, ctx.cfg.warmup, ctx.device)
     peak = _peak_memory(ctx.device)
     # training steps draw a new mask ratio (tokenizer) every step: average the count over a few steps
     n = FLOP_STEPS if w.name in TRAINING else 1
@@ -275,16 +275,10 @@ def measure(w: Workload, ctx: Context, ceiling_tflops: float) -> dict[str, Any]:
     }
 
 
-def _resolve_device(spec: str) -> torch.device:
-    from rectok_core.utils.distributed import resolve_device
-
-    return resolve_device(spec)
-
-
 def run_bench(cfg: BenchConfig, on_record: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run every (workload, batch size) of ``cfg``; returns the result document (see :func:`write_result`)."""
     cfg.validate()
-    dev = _resolve_device(cfg.device)
+    dev = resolve_device(cfg.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RectokError(f"--device {cfg.device}: CUDA is not available on this machine")
     cuda_fast_paths(dev)
@@ -319,7 +313,7 @@ def run_bench(cfg: BenchConfig, on_record: Callable[[dict], None] | None = None)
         "format": FORMAT, "version": VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": {"type": dev.type, "name": device_name(dev)}, "torch": torch.__version__,
         "cuda": torch.version.cuda if dev.type == "cuda" else None, "precision": precision, "compile": compiled,
-        "presets": {"tokenizer": tok, "dit": dit, "guide": guide}, "steps": cfg.steps, "warmup": cfg.warmup,
+        "presets": {"tokenizer": tok, "dit": dit, "guide": guide}, "timed_steps": cfg.timed_steps, "warmup": cfg.warmup,
         "ceiling": ceiling, "peak_memory": peak_memory_kind(dev) + (
             ": torch.cuda.max_memory_allocated, reset before each workload" if dev.type == "cuda" else
             ": the process's resident-set high-water mark (getrusage ru_maxrss) so far, not per workload"),
@@ -337,10 +331,7 @@ def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the result JSON atomically (creating the folder)."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, result, indent=2, default=_jsonable)
     except OSError as e:
         raise RectokError(f"cannot write --out {path}: {e.strerror or e}") from None
     return path

@@ -21,6 +21,7 @@ from rectok_core.training.engine import (
     StepRandom,
     autocast,
     maybe_compile,
+    optimizer_impl,
 )
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ class Context:
 
     def tokenizer_cfg(self, batch: int) -> TokenizerTrainConfig:
         cfg = build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, self.tokenizer_preset, {"batch_size": batch})
-        if cfg.loss.vfm.startswith(("dinov2", "dinov3")):
-            cfg.loss.vfm_init = "random"  # no downloads; speed is what is measured
+        if cfg.loss.teacher.startswith(("dinov2", "dinov3")):
+            cfg.loss.teacher_init = "random"  # no downloads; speed is what is measured
         return cfg
 
     def latent_shape(self) -> tuple[int, int, int]:
@@ -178,7 +179,8 @@ def _tokenizer_workload(ctx: Context, batch: int, stage: str, gan: bool | None) 
     settings = {"image_size": M.image_size, "tokens": M.num_tokens, "latent_channels": M.dim,
                 "teacher": None if teacher is None else f"{teacher.name} ({'real' if teacher.real else 'random'})",
                 "perceptual": "none" if perceptual is None else f"{L.perceptual} (random backbone)",
-                "gan": bool(gan), "mask_max": L.mask_max, "gamma": L.gamma, "frozen": list(frozen)}
+                "gan": bool(gan), "mask_max": L.mask_max, "gamma": L.gamma, "frozen": list(frozen),
+                "adamw": optimizer_impl(tr.opt)}
     return Workload("", batch, run, run_eager, ctx.compile, count_params(tr.model), settings)
 
 
@@ -202,7 +204,8 @@ def _dit_workload(ctx: Context, batch: int, online: bool) -> Workload:
     run, run_eager = _trainer_steps(tr, lambda t, rnd: t.step(lambda: data, rnd), dev)
     params = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
     return Workload("", batch, run, run_eager, ctx.compile, params,
-                    {"latent_shape": [C, h, w], "latents": "online" if online else "cache", "size": cfg.model.size})
+                    {"latent_shape": [C, h, w], "latents": "online" if online else "cache", "size": cfg.model.size,
+                     "adamw": optimizer_impl(tr.opt)})
 
 
 def _sample_workload(ctx: Context, batch: int, method: str) -> Workload:

@@ -1,6 +1,6 @@
 """The reproduction study: the paper's comparative claims at small scale, run with rectok's own commands.
 
-RecTok's claims are comparative (recipe §0, the paper's ablations):
+RecTok's claims are comparative (the paper's ablations):
 
 1. distilling the teacher along the whole forward flow (FSD) keeps x_t semantic where x0-only alignment does not;
 2. alignment plus masked reconstruction (RAD) beats alignment alone;
@@ -12,7 +12,7 @@ the flags that define the arm changed:
 ==============  ===================================  ==========================================
 arm             meaning                              flags on top of the shared settings
 ==============  ===================================  ==========================================
-no-distill      1. no distillation                   ``--vfm none --mask-max 0``
+no-distill      1. no distillation                   ``--teacher none --mask-max 0``
 x0-align        2. x0-only alignment                 ``--sem-input clean --mask-max 0``
 fsd-align       3. FSD, alignment only (no RAD)      ``--mask-max 0``
 fsd-rad         4. FSD + RAD (the full recipe)       (none: the recipe's defaults)
@@ -36,8 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rectok_core.config import opt, section
+from rectok_core.config import device_spec, opt, section
 from rectok_core.errors import RectokError
+from rectok_core.teachers import available_teachers, teacher_help
+from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
+from rectok_core.utils.files import write_text_atomic
 
 FORMAT = "rectok.study"
 
@@ -50,10 +53,11 @@ VERSION = 1
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class StudyRunConfig:
-    data: str = opt("", "labelled ImageFolder with train/ and val/ (e.g. ../shared/data/imagenette-64); required")
+    data: str = opt("", "labelled ImageFolder with train/ and val/ (e.g. imagenette-64, see the README); required")
     out: str = opt("runs/reproduction", "study folder: every run, commands.sh, study.json, results.md, plots")
     device: str = opt("auto", "cuda, cpu or auto (every command of the study)")
-    workers: int = opt(4, "data-loading worker processes of every command")
+    workers: int = opt(None, f"data-loading worker processes of every command ({WORKERS_DEFAULT})", flag_type=int,
+                       default_factory=default_workers)
     seed: int = opt(1, "training seed of every arm (the repeat arm uses --repeat-seed)")
 
     def validate(self) -> None:
@@ -65,8 +69,7 @@ class StudyRunConfig:
                 raise RectokError(f"--data {self.data}: no {split}/ folder (the study needs train/ and val/)")
         if self.workers < 0:
             raise RectokError(f"--workers must be >= 0, got {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        device_spec("device", self.device)
 
 
 @dataclass
@@ -74,9 +77,10 @@ class StudyTokenizerConfig:
     tokenizer_preset: str = opt("small64", "train-tokenizer preset of every arm (model size and optimiser)")
     image_size: int = opt(64, "image side in pixels")
     patch_size: int = opt(4, "patch side (64 px / 4 = the paper's 16×16 token grid)")
-    teacher: str = opt("inception", "teacher of the distilling arms (inception: the offline ImageNet "
-                                    "InceptionV3 stand-in; dinov3 where its weights exist)")
-    teacher_weights: str = opt("", "local teacher weights file (--vfm-weights)")
+    teacher: str = opt("inception", teacher_help("teacher of the distilling arms (inception: the offline stand-in; "
+                                                 "dinov3 where its weights exist)", include_none=False),
+                       available_teachers(include_none=False))
+    teacher_weights: str = opt("", "local teacher weights file (--teacher-weights)")
     dim: int = opt(32, "latent dim of arms 1–4")
     dims: str = opt("16,32,64,128", "latent dims of the full-recipe arm 5 (comma-separated)")
     steps: int = opt(2000, "stage-1 optimizer steps of every arm")
@@ -193,7 +197,7 @@ def arms(cfg: StudyConfig) -> list[Arm]:
     T, seed = cfg.tokenizer, cfg.run.seed
     no_mask = ("--mask-max", "0")
     out = [
-        Arm("no-distill", "1. no distillation", ("--vfm", "none", *no_mask), T.dim, seed, "method"),
+        Arm("no-distill", "1. no distillation", ("--teacher", "none", *no_mask), T.dim, seed, "method"),
         Arm("x0-align", "2. x0-only alignment", ("--sem-input", "clean", *no_mask), T.dim, seed, "method"),
         Arm("fsd-align", "3. FSD, alignment only", no_mask, T.dim, seed, "method"),
         Arm("fsd-rad", "4. FSD + RAD (full recipe)", (), T.dim, seed, "method"),
@@ -280,12 +284,12 @@ def plan(cfg: StudyConfig) -> list[Step]:
     R, T, E = cfg.run, cfg.tokenizer, cfg.eval
     L = Layout(R.out)
     data = R.data
-    teacher = ["--vfm", T.teacher] + (["--vfm-weights", T.teacher_weights] if T.teacher_weights else [])
+    teacher = ["--teacher", T.teacher] + (["--teacher-weights", T.teacher_weights] if T.teacher_weights else [])
     steps: list[Step] = []
     all_arms = arms(cfg)
     for a in all_arms:
         flags = list(a.flags)
-        if "--vfm" not in flags:
+        if "--teacher" not in flags:
             flags = teacher + flags
         steps.append(Step(f"train-tokenizer.{a.name}", (
             "train-tokenizer", "--preset", T.tokenizer_preset, "--data", data, "--image-size", str(T.image_size),
@@ -348,8 +352,5 @@ def write_commands(cfg: StudyConfig, steps: list[Step], path: str | os.PathLike[
     lines = ["#!/usr/bin/env bash", f"# rectok reproduce --preset {cfg.preset}: {len(steps)} commands, in order.",
              "# Rerun a command with --resume added to continue an interrupted training run.", "set -euo pipefail", ""]
     lines += [s.command() for s in steps]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 

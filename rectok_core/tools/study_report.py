@@ -11,6 +11,7 @@ from typing import Any
 
 from rectok_core.config import to_dict
 from rectok_core.tools.study import FORMAT, VERSION, Layout, StudyConfig, arms, dim_arms
+from rectok_core.utils.files import write_text_atomic
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,8 +182,9 @@ def plot_dims(result: dict[str, Any], cfg: StudyConfig, path: str | os.PathLike[
     repeat = [r for r in result["arms"] if r["group"] == "repeat"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
     try:
-        for ax, (title, key) in zip(axes, (("rFID (lower is better)", "rfid"), ("PSNR dB", "psnr"),
-                                           ("probe top-1 %", None))):
+        for ax, (title, key, ylabel) in zip(axes, (("rFID (lower is better)", "rfid", "rFID"),
+                                                   ("PSNR (higher is better)", "psnr", "PSNR (dB)"),
+                                                   ("linear probe on x_t", None, "val top-1 accuracy (%)"))):
             if key is None:
                 for t, color in ((0.0, "C0"), (0.5, "C1")):
                     acc = [_probe_at(r, t) for r in rows]
@@ -201,6 +203,7 @@ def plot_dims(result: dict[str, Any], cfg: StudyConfig, path: str | os.PathLike[
             ax.set_xscale("log", base=2)
             ax.set_xticks(dims, [str(d) for d in dims])
             ax.set_xlabel("latent dim C")
+            ax.set_ylabel(ylabel)
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
         note = "  (×: the same arm, another seed)" if repeat else ""
@@ -219,11 +222,7 @@ def write_results(cfg: StudyConfig, timings: dict[str, float] | None = None) -> 
     result = collect(cfg, timings)
     out: dict[str, Path] = {}
     for name, text in (("study.json", json.dumps(result, indent=2) + "\n"), ("results.md", markdown(result))):
-        p = L.out / name
-        tmp = p.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-        out[name] = p
+        out[name] = write_text_atomic(L.out / name, text)
     src = L.probe / "probe.png"
     if src.is_file():
         dst = L.out / "probe_flow.png"

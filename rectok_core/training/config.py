@@ -5,9 +5,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rectok_core.config import fraction, nonneg, opt, positive, section
+from rectok_core.config import device_spec, fraction, nonneg, open_unit, opt, positive, section
 from rectok_core.errors import RectokError
 from rectok_core.models.tokenizer import TokenizerModelConfig
+from rectok_core.teachers import available_teachers, teacher_help
+from rectok_core.training.engine import PRECISIONS
+from rectok_core.training.logging import parse_log_spec
+from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -24,9 +29,10 @@ class RunConfig:
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
     epochs: float = opt(200.0, "training length in epochs (ignored when --steps is set)")
     steps: int = opt(0, "training length in optimizer steps (0: from --epochs)")
-    workers: int = opt(4, "data-loading worker processes per rank")
+    workers: int = opt(None, f"data-loading worker processes per rank ({WORKERS_DEFAULT})", flag_type=int,
+                       default_factory=default_workers)
     device: str = opt("auto", "cuda, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", ("auto", "bf16", "fp32"))
+    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
     compile: bool | None = opt(None, "torch.compile the model (auto: on CUDA, off on CPU)",
                                 flag_type=bool)
     log_every: int = opt(20, "steps between metric log lines")
@@ -34,8 +40,11 @@ class RunConfig:
     keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: keep only the latest)")
     image_every: int = opt(1000, "steps between reconstruction/sample image grids")
     strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+    log: str = opt("jsonl", "experiment tracking, comma-separated: jsonl (OUT/metrics.jsonl, always on), "
+                            "tensorboard (OUT/tensorboard), wandb (needs rectok[wandb]; WANDB_MODE=offline works)")
 
     def validate(self) -> None:
+        parse_log_spec(self.log)
         positive("batch_size", self.batch_size)
         positive("grad_accum", self.grad_accum)
         positive("log_every", self.log_every)
@@ -46,46 +55,52 @@ class RunConfig:
         nonneg("keep_every", self.keep_every)
         if self.steps == 0 and not self.epochs > 0:
             raise RectokError("set a positive --epochs or --steps")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise RectokError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        device_spec("device", self.device)
 
 
 @dataclass
-class OptimConfig:
-    blr: float = opt(1e-4, "base learning rate; lr = blr × global batch / 256")
-    lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
-    min_lr: float = opt(0.0, "learning rate at the end of the cosine decay")
-    warmup: float = opt(0.25, "linear warm-up, as a fraction of the run (0.25 = 50 of 200 epochs)")
+class AdamWConfig:
+    """The AdamW, clipping and EMA settings both trainers share (each command sets its own defaults)."""
     weight_decay: float = opt(1e-4, "AdamW weight decay (not on norms, biases, embeddings, tokens)")
     beta1: float = opt(0.9, "AdamW beta1")
     beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(3.0, "global gradient-norm clip (0: off)")
-    ema: float = opt(0.999, "EMA decay of the trained weights")
+    ema: float = opt(0.999, "EMA decay of the trained weights (the EMA is what is evaluated and sampled)")
 
     def validate(self) -> None:
+        nonneg("weight_decay", self.weight_decay)
+        nonneg("grad_clip", self.grad_clip)
+        open_unit("beta1", self.beta1)
+        open_unit("beta2", self.beta2)
+        fraction("ema", self.ema)
+
+
+@dataclass
+class OptimConfig(AdamWConfig):
+    blr: float = opt(1e-4, "base learning rate; lr = blr × global batch / 256")
+    lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine decay")
+    warmup: float = opt(0.25, "linear warm-up, as a fraction of the run (0.25 = 50 of 200 epochs)")
+
+    def validate(self) -> None:
+        super().validate()
         nonneg("blr", self.blr)
         nonneg("lr", self.lr)
         nonneg("min_lr", self.min_lr)
-        nonneg("weight_decay", self.weight_decay)
-        nonneg("grad_clip", self.grad_clip)
         fraction("warmup", self.warmup)
-        fraction("ema", self.ema)
-        fraction("beta1", self.beta1)
-        fraction("beta2", self.beta2)
         if self.blr == 0 and self.lr == 0:
             raise RectokError("the learning rate is zero: set --blr or --lr")
 
 
 @dataclass
 class TokenizerLossConfig:
-    vfm: str = opt("dinov3", "teacher: dinov3 (ViT-L/16), dinov3-s/b/l, dinov2(-s/b/l), inception (offline FID "
-                             "InceptionV3 Mixed_6e stand-in), inception-s (its cheap Mixed_5d), none (no "
-                             "distillation)")
-    vfm_weights: str = opt("", "local teacher weights file (used instead of the hub)")
-    vfm_init: str = opt("pretrained", "teacher weights: pretrained, or random (speed tests only: meaningless "
-                                      "features)", ("pretrained", "random"))
-    vfm_resize: str = opt("native", "teacher input: native (one teacher patch per token) or the official "
-                                    "256→224→256 round trip", ("native", "official"))
+    teacher: str = opt("dinov3", teacher_help("vision foundation model teacher"), available_teachers(),
+                       aliases=("--vfm",))
+    teacher_weights: str = opt("", "local teacher weights file (used instead of the hub)", aliases=("--vfm-weights",))
+    teacher_init: str = opt("pretrained", "teacher weights: pretrained, or random (speed tests only: meaningless "
+                                          "features)", ("pretrained", "random"), aliases=("--vfm-init",))
+    teacher_resize: str = opt("native", "teacher input: native (one teacher patch per token) or the official "
+                                        "256→224→256 round trip", ("native", "official"), aliases=("--vfm-resize",))
     t_schedule: str = opt("shift", "noise-level distribution of Flow Semantic Distillation",
                           ("shift", "uniform", "lognorm"))
     gamma: float = opt(1.0, "noise scale of FSD; 0 disables flow noise")
@@ -139,7 +154,7 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     image_every=100, out="runs/tiny-tokenizer"),
         "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
         # no GAN: a 2.8M-parameter PatchGAN overwhelms a 0.2M-parameter tokenizer in a 200-step run
-        "loss": dict(vfm="inception-s", perceptual="none", gan_weight=0.0),
+        "loss": dict(teacher="inception-s", perceptual="none", gan_weight=0.0),
     },
     # The imagenette-64 setting of the reproduction study: 64 px, patch 4 → the paper's 16×16 token grid.
     "small64": {
@@ -147,7 +162,7 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       sem_width=192, sem_depth=3, sem_heads=4),
         "run": dict(batch_size=64, epochs=0.0, steps=5000, out="runs/small64-tokenizer"),
         "optim": dict(blr=4e-4, warmup=0.05),
-        "loss": dict(vfm="inception", perceptual="none"),
+        "loss": dict(teacher="inception", perceptual="none"),
     },
 }
 
@@ -170,7 +185,7 @@ class DecoderLossConfig:
 
     def as_tokenizer_loss(self) -> TokenizerLossConfig:
         """The stage-1 loss settings with everything but reconstruction switched off (recipe §3.2)."""
-        return TokenizerLossConfig(vfm="none", gamma=0.0, mask_min=0.0, mask_max=0.0, kl_weight=0.0,
+        return TokenizerLossConfig(teacher="none", gamma=0.0, mask_min=0.0, mask_max=0.0, kl_weight=0.0,
                                    sem_weight=0.0, **dataclasses.asdict(self))
 
 
@@ -180,7 +195,7 @@ class FinetuneConfig:
     preset: str = opt("base", "named preset (sets the defaults of every other option)")
     tokenizer: str = opt("", "stage-1 tokenizer checkpoint to fine-tune", cli=False)
     init: str = opt("ema", "stage-1 weights to start from (the EMA weights are what stage-1 evaluation uses)",
-                    ("ema", "raw"))
+                    WEIGHTS)
     model: TokenizerModelConfig = section(TokenizerModelConfig, cli=False)
     run: RunConfig = section(RunConfig, epochs=100.0, out="runs/decoder-ft")
     optim: OptimConfig = section(OptimConfig, blr=5e-5, warmup=0.05)
@@ -198,6 +213,12 @@ FINETUNE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     image_every=100, out="runs/tiny-decoder-ft"),
         "optim": dict(blr=5e-3, warmup=0.05, ema=0.99),
         "loss": dict(perceptual="none", gan_weight=0.0),  # see the tiny tokenizer preset
+    },
+    # Fine-tuning a small64 tokenizer (the reproduction study's setting): no LPIPS weights offline.
+    "small64": {
+        "run": dict(batch_size=64, epochs=0.0, steps=2000, out="runs/small64-decoder-ft"),
+        "optim": dict(blr=2e-4, warmup=0.05),
+        "loss": dict(perceptual="none"),
     },
 }
 
@@ -220,8 +241,8 @@ class DiTModelConfig:
 @dataclass
 class DiTLatentConfig:
     tokenizer: str = opt("", "tokenizer checkpoint whose latents the DiT models (train-tokenizer / "
-                             "finetune-decoder); required")
-    tokenizer_weights: str = opt("ema", "tokenizer weights that encode the images", ("ema", "raw"))
+                             "finetune-decoder)", required=True)
+    tokenizer_weights: str = opt("ema", "tokenizer weights that encode the images", WEIGHTS)
     cache_latents: str = opt("", "latent-cache folder, built there when missing (see cache-latents); training "
                                  "then reads no image. Empty: encode the images every step (official)")
     stats_dir: str = opt("", "folder of latent-statistics files keyed by the tokenizer's sha256 (empty: "
@@ -235,25 +256,17 @@ class DiTLatentConfig:
 
 
 @dataclass
-class DiTOptimConfig:
+class DiTOptimConfig(AdamWConfig):
     lr: float = opt(2e-4, "learning rate (absolute: not scaled with the batch size)")
     min_lr: float = opt(2e-5, "learning rate at the end of the linear decay")
     decay_start: float = opt(40.0, "epoch at which the linear decay starts (constant --lr before; official 40)")
     decay_end: float = opt(800.0, "epoch at which the decay reaches --min-lr (constant after; official 800)")
-    weight_decay: float = opt(0.0, "AdamW weight decay (not on norms, biases, embeddings)")
-    beta1: float = opt(0.9, "AdamW beta1")
-    beta2: float = opt(0.95, "AdamW beta2")
-    grad_clip: float = opt(1.0, "global gradient-norm clip (0: off)")
-    ema: float = opt(0.9995, "EMA decay of the trained weights (the EMA samples and is evaluated)")
 
     def validate(self) -> None:
+        super().validate()
         positive("lr", self.lr)
         nonneg("min_lr", self.min_lr)
         nonneg("decay_start", self.decay_start)
-        nonneg("weight_decay", self.weight_decay)
-        nonneg("grad_clip", self.grad_clip)
-        for name in ("beta1", "beta2", "ema"):
-            fraction(name, getattr(self, name))
         if self.decay_end < self.decay_start:
             raise RectokError(f"--decay-end {self.decay_end} is before --decay-start {self.decay_start}")
 
@@ -266,7 +279,7 @@ class DiTTrainConfig:
     latents: DiTLatentConfig = section(DiTLatentConfig)
     run: RunConfig = section(RunConfig, batch_size=64, epochs=800.0, log_every=100, ckpt_every=1250,
                              image_every=5000, out="runs/dit")
-    optim: DiTOptimConfig = section(DiTOptimConfig)
+    optim: DiTOptimConfig = section(DiTOptimConfig, weight_decay=0.0, grad_clip=1.0, ema=0.9995)
 
     def validate(self) -> None:
         for part in (self.model, self.latents, self.run, self.optim):

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from rectok_core.config import to_dict
 from rectok_core.data.latent_cache import ensure_latent_cache
 from rectok_core.data.latent_stats import (
     LatentStats,
@@ -30,7 +27,6 @@ from rectok_core.data.latent_stats import (
     load_or_compute_stats,
 )
 from rectok_core.data.readers import build_dataset
-from rectok_core.data.sampler import ResumableSampler
 from rectok_core.errors import CheckpointError, DataError
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.transport import flow_matching_loss
@@ -40,25 +36,22 @@ from rectok_core.sampling.generate import preview_rows
 from rectok_core.training.config import DiTOptimConfig, DiTTrainConfig
 from rectok_core.training.engine import (
     EMA,
-    FiniteGuard,
-    MetricWindow,
     StepRandom,
-    Throughput,
     adamw,
     autocast,
     cuda_fast_paths,
     hold_then_linear,
     maybe_compile,
+    optimizer_impl,
     param_groups,
-    progress,
     resolve_compile,
     resolve_precision,
-    set_lr,
 )
+from rectok_core.training.memory import check_fits
 from rectok_core.training.rundir import RunDir
-from rectok_core.training.scaffold import Batches, log_first_step
+from rectok_core.training.scaffold import TrainLoop, plan_steps
 from rectok_core.utils import checkpoint, distributed
-from rectok_core.utils.images import save_grid
+from rectok_core.utils.images import class_caption, save_grid
 
 KIND = "dit"
 
@@ -169,8 +162,8 @@ def preview_classes(num_classes: int) -> list[int]:
 def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     R, O, M, L = cfg.run, cfg.optim, cfg.model, cfg.latents
     dev = d.device
-    run = RunDir(R.out, R.resume, d.is_main)
-    torch.manual_seed(R.seed + d.rank)
+    run = RunDir(R.out, R.resume, d.is_main, "train-dit")
+    torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
     cuda_fast_paths(dev)
     prec = resolve_precision(dev, R.precision)
     compiled = resolve_compile(R.compile, dev)
@@ -199,91 +192,45 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
                             f"{len(resumed['classes'])})")
     assert stats is not None
 
-    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
-                               drop_last=True, batch_size=R.batch_size)
-    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
-    if steps_per_epoch == 0:
-        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
-                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
-    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    sampler, steps_per_epoch, total, global_batch = plan_steps(dataset, R, d)
     decay_start, decay_end = round(O.decay_start * steps_per_epoch), round(O.decay_end * steps_per_epoch)
-    global_batch = R.batch_size * R.grad_accum * d.world_size
 
+    check_fits(f"DiT^DH-{M.size}", lambda: build_dit(M.size, in_channels=C, input_size=h, num_classes=len(classes),
+                                                     class_dropout=M.class_dropout), dev)
     tr = build_dit_trainer(M.size, (C, h, w), len(classes), M.class_dropout, O, stats, dev, prec,
                            tokenizer=None if L.cache_latents else tokenizer, grad_accum=R.grad_accum)
     model, ema, opt = tr.model, tr.ema, tr.opt
-    step = 0
-    if resumed is not None:
-        checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
-        ema.load_state_dict(resumed["ema"])
-        opt.load_state_dict(resumed["opt"])
-        checkpoint.set_rng_state(resumed["rng"])
-        step = resumed["step"]
-        run.log({"event": "resume", "step": step})
-    run.write_config(to_dict(cfg))
+    loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, "train-dit", compiled)
+    loop.restore(resumed, model, ema, opt)
 
     tr.wrap(ddp=d.enabled, compile=compiled)
-    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
-    epoch, pos = divmod(step, steps_per_epoch)
-    batches.start(epoch, pos * R.grad_accum)
-    shift = tr.shift
-    rnd = StepRandom(R.seed, d.rank, dev)
-    guard, meter = FiniteGuard(dev), Throughput(dev)
-    window = MetricWindow()
-    bar = progress(total, step, "train-dit", d.is_main)
-    if d.is_main and step == 0:
-        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": O.lr,
-                 "decay_steps": [decay_start, decay_end], "global_batch": global_batch, "world_size": d.world_size,
-                 "precision": prec, "compile": compiled, "shift": shift,
-                 "latents": "cache" if L.cache_latents else "online",
-                 "latent_shape": [C, h, w], "num_classes": len(classes),
-                 "params": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+    batches = loop.batches(dataset, sampler)
 
-    first = step
-    t_first = time.perf_counter()
-    while step < total:
-        lr = hold_then_linear(step, decay_start, decay_end, O.lr, O.min_lr)
-        set_lr([opt], lr)
-        rnd.at(step)
-        terms, n = tr.step(batches.next, rnd)
-        guard.observe(step + 1, {"loss": terms["loss"]})
-        window.add(terms)
-        meter.add(n * d.world_size * R.grad_accum)
-        step += 1
-        bar.update(1)
-        if step == first + 1:
-            log_first_step(run, step, t_first, dev, compiled)
+    def one_step(rnd: StepRandom, step: int) -> tuple[dict, int, dict]:
+        return *tr.step(batches.next, rnd), {}
 
-        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
-            guard.check(step, str(run.latest))
-        if step % R.log_every == 0 or step == total:
-            rec = window.means()
-            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
-                       bad_images=batches.bad)
-            run.log(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
-        if d.is_main and (step % R.image_every == 0 or step == total):
-            rows = preview_rows(ema.module, tokenizer, stats, preview_classes(len(classes)), PREVIEW_PER_CLASS,
-                                R.seed, PREVIEW_STEPS, dev, prec)
-            save_grid(rows, run.image_dir / f"samples_{step:07d}.png")
-        if step % R.ckpt_every == 0 or step == total:
-            guard.check(step, str(run.latest))
-            if d.is_main:
-                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
-                         "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
-                         "dit_config": dataclasses.asdict(model.config), "model": model.state_dict(),
-                         "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": checkpoint.rng_state(),
-                         "tokenizer": {"path": os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
-                                       "weights": tmeta["weights"], "image_size": tokenizer.cfg.image_size,
-                                       "grid": [h, w], "channels": C},
-                         "latent_stats": stats.state(), "num_classes": len(classes), "classes": classes,
-                         "latents": os.path.abspath(L.cache_latents) if L.cache_latents else "online"}
-                checkpoint.save_atomic(state, run.latest)
-                if R.keep_every and step % R.keep_every == 0:
-                    checkpoint.save_atomic(state, run.milestone(step))
-    bar.close()
-    distributed.barrier()
-    if d.is_main:
-        run.log({"event": "done", "step": step})
-    return run.latest
+    def preview(step: int) -> None:
+        shown = preview_classes(len(classes))
+        rows = preview_rows(ema.module, tokenizer, stats, shown, PREVIEW_PER_CLASS, R.seed, PREVIEW_STEPS, dev, prec)
+        grid = run.image_dir / f"samples_{step:07d}.png"
+        save_grid(rows, grid, row_labels=[class_caption(c, classes) for c in shown],
+                  title=f"step {step}: EMA samples, one class per row ({PREVIEW_STEPS} Euler steps, no guidance)")
+        run.image("samples", grid, step)
+
+    def state() -> dict:
+        return {"dit_config": dataclasses.asdict(model.config), "model": model.state_dict(),
+                "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": checkpoint.rng_state(),
+                "tokenizer": {"path": os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
+                              "weights": tmeta["weights"], "image_size": tokenizer.cfg.image_size,
+                              "grid": [h, w], "channels": C},
+                "latent_stats": stats.state(), "num_classes": len(classes), "classes": classes,
+                "latents": os.path.abspath(L.cache_latents) if L.cache_latents else "online"}
+
+    return loop.run(one_step, lambda step: hold_then_linear(step, decay_start, decay_end, O.lr, O.min_lr), [opt],
+                    state, preview, start=dict(
+                        lr=O.lr, decay_steps=[decay_start, decay_end], global_batch=global_batch,
+                        world_size=d.world_size, precision=prec, compile=compiled, adamw=optimizer_impl(opt),
+                        shift=tr.shift, latents="cache" if L.cache_latents else "online", latent_shape=[C, h, w],
+                        num_classes=len(classes), params=sum(p.numel() for p in model.parameters() if p.requires_grad)),
+                    watch=("loss", "grad_norm"))
 

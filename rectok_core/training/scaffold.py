@@ -1,16 +1,32 @@
-"""Pieces shared by the training loops: the resumable batch stream and start-up logging."""
+"""Pieces shared by the training loops: the resumable batch stream, start-up logging and :class:`TrainLoop`,
+the scaffold around a loop's own optimizer step (resume, guards, logging, previews, checkpoints, stop signals)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from rectok_core.config import to_dict
 from rectok_core.data.sampler import ResumableSampler, build_loader, drop_bad
+from rectok_core.errors import DataError
 from rectok_core.training.engine import (
+    EMA,
+    FiniteGuard,
+    MetricWindow,
+    StepRandom,
+    StopRequest,
+    Throughput,
+    progress,
+    set_lr,
     synchronize,
 )
 from rectok_core.training.rundir import RunDir
+from rectok_core.utils import checkpoint, distributed
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +38,19 @@ def log_first_step(run: RunDir, step: int, t0: float, device: torch.device, comp
     run.log({"event": "first_step", "step": step, "seconds": seconds, "compile": compiled})
     if compiled and run.is_main:
         logger.info("first step (torch.compile warm-up included): %.1f s", seconds)
+
+
+def plan_steps(dataset, R, d: distributed.Dist) -> tuple[ResumableSampler, int, int, int]:
+    """The run's shuffling, flipping sampler over ``dataset`` (``R``: the run config), with the optimizer steps
+    per epoch, the total steps (``R.steps``, else ``R.epochs`` worth) and the global batch."""
+    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
+                               drop_last=True, batch_size=R.batch_size)
+    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
+                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
+    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    return sampler, steps_per_epoch, total, R.batch_size * R.grad_accum * d.world_size
 
 
 class Batches:
@@ -41,6 +70,7 @@ class Batches:
         self.it = iter(self.loader)  # the loader re-reads the sampler; persistent workers stay up
 
     def next(self) -> dict:
+        empty = 0  # micro-batches in a row that lost every sample: a whole epoch of them is an error, not a hang
         while True:
             if self.left == 0:
                 self.start(self.epoch + 1, 0)
@@ -49,4 +79,132 @@ class Batches:
             self.bad += n_bad
             if batch["index"].shape[0] > 0:  # every sample kind (images, cached latents) has an index
                 return batch
+            empty += 1
+            if empty >= max(1, self.per_epoch):
+                raise DataError(f"a whole epoch ({empty} batches) had no readable sample: {self.bad} unreadable "
+                                f"samples skipped so far")
 
+
+
+class TrainLoop:
+    """What every training loop does around its own optimizer step.
+
+    :meth:`restore` loads a resumed checkpoint (model, EMA, optimizer, RNG, step) and records the run's config,
+    :meth:`batches` starts the micro-batch stream at the restored step, and :meth:`run` steps to ``total``: the
+    learning rate, the step randomness, the finite-guard checks, the metric window logged every ``log_every``
+    steps, previews every ``image_every``, checkpoints every ``ckpt_every`` (milestones every ``keep_every``),
+    SIGTERM / Ctrl-C stops after a saved step, and the start and done events.
+    """
+
+    def __init__(self, cfg, d: distributed.Dist, run: RunDir, kind: str, total: int, steps_per_epoch: int,
+                 label: str, compiled: bool, head: dict[str, Any] | None = None):
+        self.cfg, self.R, self.d, self.rundir, self.kind = cfg, cfg.run, d, run, kind
+        self.total, self.steps_per_epoch, self.label, self.compiled = total, steps_per_epoch, label, compiled
+        self.head = head or {}  # checkpoint fields between "kind" and "config" (e.g. the tokenizer stage)
+        self.step = 0
+
+    def restore(self, resumed: dict | None, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer,
+                more: Callable[[dict], None] | None = None) -> None:
+        """Load ``resumed`` (a checkpoint, or None for a fresh run) into the model, EMA and optimizer (``more``
+        loads any further state), restore the RNG and the step; then write the config and start tracking."""
+        self.model, self.ema = model, ema
+        run, R = self.rundir, self.R
+        if resumed is not None:
+            checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
+            ema.load_state_dict(resumed["ema"])
+            opt.load_state_dict(resumed["opt"])
+            if more is not None:
+                more(resumed)
+            checkpoint.set_rng_state(resumed["rng"])
+            self.step = resumed["step"]
+            run.log({"event": "resume", "step": self.step})
+        run.write_config(to_dict(self.cfg))
+        run.track(R.log, to_dict(self.cfg), self.step, R.resume)
+
+    def batches(self, dataset, sampler: ResumableSampler) -> Batches:
+        """The micro-batch stream, positioned at the restored step."""
+        R = self.R
+        self.stream = Batches(dataset, sampler, R.batch_size, self.steps_per_epoch * R.grad_accum, R.workers,
+                              self.d.device)
+        epoch, pos = divmod(self.step, self.steps_per_epoch)
+        self.stream.start(epoch, pos * R.grad_accum)
+        return self.stream
+
+    def due(self, step: int, every: int) -> bool:
+        return step % every == 0 or step == self.total
+
+    def save(self, state: Callable[[], dict]) -> None:
+        """The checkpoint at the current step (the header, then ``state()``), only when the loss, gradients,
+        weights and EMA are all finite; a milestone copy every ``keep_every`` steps."""
+        step, run, R = self.step, self.rundir, self.R
+        self.guard.check(step)
+        self.guard.check_state(step, {"weights": self.model.state_dict().values(),
+                                      "EMA weights": self.ema.state_dict().values()})
+        if self.d.is_main:
+            full = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": self.kind, **self.head,
+                    "config": to_dict(self.cfg), "step": step, "epoch": step / self.steps_per_epoch, **state()}
+            checkpoint.save_atomic(full, run.latest)
+            if R.keep_every and step % R.keep_every == 0:
+                checkpoint.save_atomic(full, run.milestone(step))
+        self.guard.saved(run.latest, step)
+
+    def run(self, one_step: Callable[[StepRandom, int], tuple[dict[str, torch.Tensor], int, dict]],
+            lr_at: Callable[[int], float], optimizers: Iterable[torch.optim.Optimizer], state: Callable[[], dict],
+            preview: Callable[[int], None], start: dict[str, Any], watch: tuple[str, ...] | None = None,
+            derived: Callable[[dict], dict] | None = None) -> Path:
+        """Step to ``total``; returns the final checkpoint's path.
+
+        ``one_step(rnd, step)`` runs one optimizer step (``rnd`` already at ``step``) and returns its metrics
+        (device tensors), the size of its last micro-batch and extra log fields. ``watch`` names the metrics the
+        finite guard observes (default: all); ``derived(means)`` adds logged values (shown in the progress bar);
+        ``preview(step)`` writes the image grid (main process); ``start`` are the start event's fields after the
+        step counts; ``state()`` is a checkpoint's body after the common header."""
+        R, d, run, dev, total = self.R, self.d, self.rundir, self.d.device, self.total
+        optimizers = [o for o in optimizers if o is not None]
+        rnd = StepRandom(R.seed, d.rank, dev)
+        self.guard = FiniteGuard(dev, kept=(str(run.latest), self.step) if R.resume else None)
+        meter, window = Throughput(dev), MetricWindow()
+        bar = progress(total, self.step, self.label, d.is_main)
+        if d.is_main and self.step == 0:
+            run.log({"event": "start", "total_steps": total, "steps_per_epoch": self.steps_per_epoch, **start})
+        first = self.step
+        t_first = time.perf_counter()
+        with StopRequest() as stop:
+            while self.step < total:
+                lr = lr_at(self.step)
+                set_lr(optimizers, lr)
+                rnd.at(self.step)
+                terms, n, info = one_step(rnd, self.step)
+                self.guard.observe(self.step + 1, terms if watch is None else {k: terms[k] for k in watch})
+                window.add(terms)
+                meter.add(n * d.world_size * R.grad_accum)
+                self.step += 1
+                step = self.step
+                bar.update(1)
+                if step == first + 1:
+                    log_first_step(run, step, t_first, dev, self.compiled)
+
+                if dev.type == "cpu" or step % R.log_every == 0 or step % R.image_every == 0 or step == total:
+                    self.guard.check(step)
+                if self.due(step, R.log_every):
+                    rec = window.means()
+                    shown = derived(rec) if derived is not None else {}
+                    rec.update(shown)
+                    rec.update(step=step, epoch=round(step / self.steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
+                               bad_images=self.stream.bad, **info)
+                    run.log(rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", **{k: f"{rec[k]:.2f}" for k in shown},
+                                    img_s=f"{rec['img_per_s']:.1f}")
+                if d.is_main and self.due(step, R.image_every):
+                    preview(step)
+                stop_now = stop.poll(step, R.log_every, d.enabled, dev)
+                if self.due(step, R.ckpt_every) or stop_now:
+                    self.save(state)
+                if stop_now:
+                    stop.stop(step, str(run.latest))
+        bar.close()
+        distributed.barrier()
+        if d.is_main:
+            run.log({"event": "done", "step": self.step})
+        run.close()
+        return run.latest

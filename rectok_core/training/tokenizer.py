@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from rectok_core.config import from_dict, to_dict
+from rectok_core.config import from_dict
 from rectok_core.data.readers import build_dataset
-from rectok_core.data.sampler import ResumableSampler
-from rectok_core.errors import DataError
-from rectok_core.flow.noise import sample_t, timestep_shift
+from rectok_core.flow.noise import sample_noise_level, timestep_shift
 from rectok_core.losses.tokenizer import DiscriminatorLoss, TokenizerLoss
+from rectok_core.metrics.image import psnr_from_mse
 from rectok_core.models.tokenizer import (
     RecTok,
     TokenizerModelConfig,
@@ -38,23 +35,20 @@ from rectok_core.training.config import (
 )
 from rectok_core.training.engine import (
     EMA,
-    FiniteGuard,
-    MetricWindow,
     StepRandom,
-    Throughput,
     adamw,
     autocast,
     cuda_fast_paths,
     maybe_compile,
+    optimizer_impl,
     param_groups,
-    progress,
     resolve_compile,
     resolve_precision,
-    set_lr,
     warmup_cosine,
 )
+from rectok_core.training.memory import check_fits
 from rectok_core.training.rundir import RunDir
-from rectok_core.training.scaffold import Batches, log_first_step
+from rectok_core.training.scaffold import TrainLoop, plan_steps
 from rectok_core.utils import checkpoint, distributed
 from rectok_core.utils.images import save_grid
 
@@ -65,12 +59,12 @@ KIND = "tokenizer"
 
 
 def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
-    """The frozen teacher on the tokenizer's token grid (None for --vfm none); sets ``cfg.model.teacher_dim``."""
+    """The frozen teacher on the tokenizer's token grid (None for --teacher none); sets ``cfg.model.teacher_dim``."""
     from rectok_core.teachers.registry import build_teacher
 
     L = cfg.loss
-    teacher = build_teacher(L.vfm, L.vfm_weights or None, cfg.model.grid, cfg.model.image_size,
-                            resize=L.vfm_resize, pretrained="random" if L.vfm_init == "random" else "auto")
+    teacher = build_teacher(L.teacher, L.teacher_weights or None, cfg.model.grid, cfg.model.image_size,
+                            resize=L.teacher_resize, pretrained="random" if L.teacher_init == "random" else "auto")
     cfg.model.teacher_dim = 0 if teacher is None else teacher.dim
     return None if teacher is None else teacher.to(device)
 
@@ -146,7 +140,7 @@ class TokenizerTrainer:
             ids_keep = ids_restore = None
             if r > 0:
                 ids_keep, _, ids_restore = random_masking(B, M.num_tokens, r, dev, rnd.device)
-            t = sample_t(B, L.t_schedule, self.s_shift, rnd.device, dev) if L.gamma > 0 else None
+            t = sample_noise_level(B, L.t_schedule, self.s_shift, rnd.device, dev) if L.gamma > 0 else None
             sync = micro == self.grad_accum - 1 or not self.distributed
             with self.model_ddp.no_sync() if not sync else contextlib.nullcontext():
                 with autocast(dev, self.precision):
@@ -252,107 +246,64 @@ def finetune_decoder(cfg: FinetuneConfig) -> Path:
 def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     R, O, L, M = cfg.run, cfg.optim, plan.loss, plan.model
     dev = d.device
-    run = RunDir(R.out, R.resume, d.is_main)
+    run = RunDir(R.out, R.resume, d.is_main, "train-tokenizer" if plan.stage == "stage1" else "finetune-decoder")
     torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
     cuda_fast_paths(dev)
     teacher = plan.teacher()  # fails fast offline without weights
 
     perceptual = build_perceptual(L, dev)
     dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
-    sampler = ResumableSampler(len(dataset), d.rank, d.world_size, seed=R.seed, shuffle=True, flip=True,
-                               drop_last=True, batch_size=R.batch_size)
-    steps_per_epoch = sampler.steps_per_epoch // R.grad_accum
-    if steps_per_epoch == 0:
-        raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
-                        f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
-    total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    sampler, steps_per_epoch, total, global_batch = plan_steps(dataset, R, d)
     warmup = int(O.warmup * total)
     disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
-    global_batch = R.batch_size * R.grad_accum * d.world_size
     base_lr = O.lr or O.blr * global_batch / 256
     prec = resolve_precision(dev, R.precision)
     compiled = resolve_compile(R.compile, dev)
 
+    check_fits(f"the {plan.stage} tokenizer", lambda: RecTok(M, semantic=teacher is not None), dev)
     tr = build_trainer(M, L, O, dev, prec, base_lr, teacher, perceptual,
                        with_disc=L.gan_weight > 0 and disc_start <= total,
                        init=plan.init if not R.resume else None, frozen=plan.frozen, grad_accum=R.grad_accum)
     model, ema, opt, disc, opt_d = tr.model, tr.ema, tr.opt, tr.disc, tr.opt_d
 
-    step = 0
-    if R.resume:
-        ck = checkpoint.load(run.latest, KIND)
-        checkpoint.load_state_strict(model, ck["model"], f"{run.latest} model")
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
+    loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, plan.stage, compiled, head={"stage": plan.stage})
+
+    def load_disc(ck: dict) -> None:
         if disc is not None:
             checkpoint.load_state_strict(disc, ck["disc"], f"{run.latest} discriminator")
             opt_d.load_state_dict(ck["opt_d"])
-        checkpoint.set_rng_state(ck["rng"])
-        step = ck["step"]
-        run.log({"event": "resume", "step": step})
-    run.write_config(to_dict(cfg))
+
+    loop.restore(checkpoint.load(run.latest, KIND) if R.resume else None, model, ema, opt, more=load_disc)
     tr.wrap(ddp=d.enabled, compile=compiled)
-
-    batches = Batches(dataset, sampler, R.batch_size, steps_per_epoch * R.grad_accum, R.workers, dev)
-    epoch, pos = divmod(step, steps_per_epoch)
-    batches.start(epoch, pos * R.grad_accum)
+    batches = loop.batches(dataset, sampler)
     vis = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))]).to(dev)
-    rnd = StepRandom(R.seed, d.rank, dev)
-    guard, meter = FiniteGuard(dev), Throughput(dev)
-    window = MetricWindow()
-    bar = progress(total, step, plan.stage, d.is_main)
-    if d.is_main and step == 0:
-        run.log({"event": "start", "total_steps": total, "steps_per_epoch": steps_per_epoch, "lr": base_lr,
-                 "global_batch": global_batch, "world_size": d.world_size, "precision": prec, "compile": compiled,
-                 "params_encoder_decoder": sum(p.numel() for n, p in model.named_parameters()
-                                               if not n.startswith("sem_decoder.")),
-                 "params_trainable": sum(p.numel() for p in ema.live_params)})
-    first = step
-    t_first = time.perf_counter()
 
-    while step < total:
-        lr = warmup_cosine(step, total, warmup, base_lr, O.min_lr)
-        set_lr([o for o in (opt, opt_d) if o is not None], lr)
-        rnd.at(step)
+    def one_step(rnd: StepRandom, step: int) -> tuple[dict, int, dict]:
         gan_on = disc is not None and step >= disc_start
         terms, n_img = tr.step(lambda: batches.next()["image"], rnd, gan_on)
-        guard.observe(step + 1, {k: v for k, v in terms.items() if k != "grad_norm"})
-        window.add(terms)
-        meter.add(n_img * d.world_size * R.grad_accum)
-        step += 1
-        bar.update(1)
-        if step == first + 1:
-            log_first_step(run, step, t_first, dev, compiled)
+        return terms, n_img, {"gan_on": gan_on}
 
-        if dev.type == "cpu" or step % R.log_every == 0 or step == total:
-            guard.check(step, str(run.latest))
-        if step % R.log_every == 0 or step == total:
-            rec = window.means()
-            rec["psnr"] = -10 * math.log10(max(rec["rec"], 1e-10))
-            rec.update(step=step, epoch=round(step / steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
-                       bad_images=batches.bad, gan_on=gan_on)
-            run.log(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.2f}", img_s=f"{rec['img_per_s']:.1f}")
-        if d.is_main and (step % R.image_every == 0 or step == total):
-            model.eval()
-            with autocast(dev, prec):
-                rows = [vis, model.reconstruct(vis), ema.module.reconstruct(vis)]
-            model.train()
-            save_grid(rows, run.image_dir / f"recon_{step:07d}.png")
-        if step % R.ckpt_every == 0 or step == total:
-            guard.check(step, str(run.latest))
-            if d.is_main:
-                state = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": KIND,
-                         "stage": plan.stage, "config": to_dict(cfg), "step": step, "epoch": step / steps_per_epoch,
-                         "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                         "disc": None if disc is None else disc.state_dict(),
-                         "opt_d": None if opt_d is None else opt_d.state_dict(), "rng": checkpoint.rng_state()}
-                checkpoint.save_atomic(state, run.latest)
-                if R.keep_every and step % R.keep_every == 0:
-                    checkpoint.save_atomic(state, run.milestone(step))
-    bar.close()
-    distributed.barrier()
-    if d.is_main:
-        run.log({"event": "done", "step": step})
-    return run.latest
+    def preview(step: int) -> None:
+        model.eval()
+        with autocast(dev, prec):
+            rows = [vis, model.reconstruct(vis), ema.module.reconstruct(vis)]
+        model.train()
+        grid = run.image_dir / f"recon_{step:07d}.png"
+        save_grid(rows, grid, row_labels=["original", "reconstruction (raw model)", "reconstruction (EMA)"],
+                  title=f"step {step}: tokenizer reconstructions ({plan.stage})")
+        run.image("recon", grid, step)
+
+    def state() -> dict:
+        return {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                "disc": None if disc is None else disc.state_dict(),
+                "opt_d": None if opt_d is None else opt_d.state_dict(), "rng": checkpoint.rng_state()}
+
+    return loop.run(one_step, lambda step: warmup_cosine(step, total, warmup, base_lr, O.min_lr), (opt, opt_d),
+                    state, preview, start=dict(
+                        lr=base_lr, global_batch=global_batch, world_size=d.world_size, precision=prec,
+                        compile=compiled, adamw=optimizer_impl(opt),
+                        params_encoder_decoder=sum(p.numel() for n, p in model.named_parameters()
+                                                   if not n.startswith("sem_decoder.")),
+                        params_trainable=sum(p.numel() for p in ema.live_params)),
+                    derived=lambda means: {"psnr": psnr_from_mse(means["rec"])})
 

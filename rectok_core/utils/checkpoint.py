@@ -6,9 +6,9 @@ one-line :class:`CheckpointError` naming what the file actually holds.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rectok_core.errors import CheckpointError
+from rectok_core.utils.files import atomic_open
 
 FORMAT = "rectok"
 
@@ -23,6 +24,8 @@ FORMAT = "rectok"
 VERSION = 1
 
 
+#: Which weights of a checkpoint a command uses: the EMA copy (what evaluation uses) or the raw trained ones.
+WEIGHTS = ("ema", "raw")
 KINDS = {
     "tokenizer": "a RecTok tokenizer (train-tokenizer / finetune-decoder)",
     "dit": "a DiT^DH generator (train-dit)",
@@ -31,35 +34,67 @@ KINDS = {
 
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
 
 def load(path: str | Path, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict:
-    """Load a rectok checkpoint, checking its format and (optionally) its kind."""
+    """Load a rectok checkpoint, checking its format and (optionally) its kind.
+
+    ``path`` may also be an export folder (``rectok export``) or a Hugging Face Hub id of one
+    (:func:`rectok_core.interop.resolve.open_checkpoint`): every command that takes a checkpoint takes those.
+    """
+    if not Path(path).is_file():
+        from rectok_core.interop.resolve import open_checkpoint
+
+        return open_checkpoint(path, kind)
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        size = path.stat().st_size
+        if size == 0:
+            raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes; an interrupted copy?)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol chatter of the weights-only unpickler
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as e:  # corrupt, truncated, not a torch file, or unsafe pickle
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read checkpoint {path} ({size} bytes): {read_error(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a rectok checkpoint (no 'format: rectok' header)")
     if kind is not None and ckpt.get("kind") != kind:
         got = KINDS.get(ckpt.get("kind"), repr(ckpt.get("kind")))
         raise CheckpointError(f"{path} holds {got}, but {KINDS[kind]} is needed here")
     return ckpt
+
+
+def read_error(e: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` failed, without PyTorch's advice to retry with
+    ``weights_only=False`` (that would run arbitrary code from the file)."""
+    text = str(e)
+    if "Weights only load failed" in text or type(e).__name__ == "UnpicklingError":
+        return "it holds objects other than tensors and plain values (refused: loading them could run code)"
+    if "central directory" in text or "zip archive" in text or isinstance(e, EOFError):
+        return "the file is truncated or corrupt (not a complete PyTorch file)"
+    line = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:200]
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+def state_of(ckpt: dict, weights: str, path: str | Path) -> dict:
+    """The ``ema`` or ``raw`` (``model``) weights of a checkpoint; an export folder holds only one of them."""
+    slot = "ema" if weights == "ema" else "model"
+    if slot not in ckpt:
+        other = "raw" if weights == "ema" else "ema"
+        raise CheckpointError(f"{path} holds only its {other} weights: use --weights {other}")
+    return ckpt[slot]
+
+
+def identity(ckpt: dict, path: str | Path) -> tuple[str, str]:
+    """(local path, sha256) that identify a loaded checkpoint; an export folder keeps its source checkpoint's."""
+    from rectok_core.utils.files import file_sha256
+
+    ident = ckpt.get("_identity")
+    return (ident["path"], ident["sha256"]) if ident else (str(path), file_sha256(path))
 
 
 def describe_mismatch(module: torch.nn.Module, state: dict) -> str | None:

@@ -23,9 +23,14 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
 
 
-def hub_offline() -> bool:
-    """True when the environment declares the machine offline (``RECTOK_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``)."""
-    return _env_true("RECTOK_OFFLINE") or _env_true("HF_HUB_OFFLINE")
+
+#: Environment variables that each mean "no network": rectok's own and the Hugging Face ones.
+OFFLINE_ENV_VARS = ("RECTOK_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def offline_requested() -> bool:
+    """Whether the environment asks for no network at all (any of :data:`OFFLINE_ENV_VARS`)."""
+    return any(_env_true(v) for v in OFFLINE_ENV_VARS)
 
 
 def _mark_hf_offline() -> None:
@@ -71,3 +76,25 @@ def network_available(host: str = HF_HOST, port: int = 443, timeout: float = 2.0
         _mark_hf_offline()
     return _PROBE_CACHE[key]
 
+
+
+#: The most data-loading worker processes used by default (per process).
+MAX_DEFAULT_WORKERS = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a container's or taskset's limit), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers() -> int:
+    """The default number of data-loading workers: ``min(4, CPUs available)`` -- never more than PyTorch's
+    DataLoader itself suggests for the machine."""
+    return min(MAX_DEFAULT_WORKERS, available_cpus())
+
+
+#: How option help states that default (e.g. "default: auto = min(4, CPUs available), 2 here").
+WORKERS_DEFAULT = f"default: auto = min({MAX_DEFAULT_WORKERS}, CPUs available), {default_workers()} here"

@@ -1,0 +1,32 @@
+"""The settings of ``rectok cache-latents``: its options, defaults and allowed values in one dataclass."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rectok_core.config import check_choices, device_spec, nonneg, opt, positive
+from rectok_core.data.latent_cache import CACHE_DTYPES, DEFAULT_SHARD_SIZE
+from rectok_core.data.latent_stats import ENCODE_PRECISIONS
+from rectok_core.utils.checkpoint import WEIGHTS
+
+
+@dataclass
+class CacheLatentsConfig:
+    """``rectok cache-latents``: encode every training image and its mirror once into a latent cache."""
+    out: str = opt("", "cache folder (created; an unfinished one is resumed)", required=True)
+    data: str = opt("", "training data: image folder (DIR/train if present), list file or 'digits'; the train split "
+                        "is encoded (default: the tokenizer's training data)")
+    weights: str = opt("ema", "tokenizer weights", WEIGHTS)
+    batch_size: int = opt(64, "images per batch per process")
+    shard_size: int = opt(DEFAULT_SHARD_SIZE, "images per shard file")
+    dtype: str = opt("float16", "storage of the moments", CACHE_DTYPES)
+    precision: str = opt("fp32", "encoder precision", ENCODE_PRECISIONS)
+    workers: int = opt(0, "data-loading worker processes per rank")
+    device: str = opt("auto", "cuda, cpu or auto")
+    strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+
+    def validate(self) -> None:
+        check_choices(self)
+        positive("batch_size", self.batch_size)
+        positive("shard_size", self.shard_size)
+        nonneg("workers", self.workers)
+        device_spec("device", self.device)

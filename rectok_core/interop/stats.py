@@ -1,0 +1,105 @@
+"""``rectok latent-stats`` and what ``import-official`` needs of it: a tokenizer's per-channel latent statistics
+(posterior mean over a data set, center crop, no flip, fp32; recipe §4.4), and class-name lists."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rectok_core.data.latent_stats import STATS_FORMAT, LatentStats, load_or_compute_stats, stats_file
+from rectok_core.errors import DataError, RectokError
+from rectok_core.models.tokenizer import RecTok
+from rectok_core.utils import distributed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StatsResult:
+    stats: LatentStats
+    path: Path  # the keyed statistics file
+    classes: list[str]  # the data set's class names, in label order
+
+
+def latent_stats(tokenizer: str, data: str, stats_dir: str | None = None, weights: str = "ema", device: str = "auto",
+                 batch_size: int = 64, workers: int = 4, out: str | None = None) -> StatsResult:
+    """The statistics of ``tokenizer`` over ``data`` (its train split), read from the keyed file in ``stats_dir``
+    when there, otherwise computed over all torchrun ranks and written there; copied to ``out`` when given."""
+    from rectok_core.data.latent_stats import dataset_fingerprint, default_stats_dir
+    from rectok_core.models.tokenizer import load_tokenizer
+
+    d = distributed.setup(device)
+    try:
+        tok, meta = load_tokenizer(tokenizer, use_ema=weights == "ema", device=d.device)
+        stats, classes, dataset = _compute(tok, meta, data, stats_dir, d, batch_size, workers)
+        path = stats_file(Path(stats_dir) if stats_dir else default_stats_dir(), meta["sha256"], meta["weights"],
+                          dataset_fingerprint(dataset))
+        if out and d.is_main:
+            try:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, out)
+            except OSError as e:
+                raise RectokError(f"cannot write --out {out}: {e.strerror or e}") from None
+        return StatsResult(stats, Path(out) if out else path, classes)
+    finally:
+        distributed.cleanup()
+
+
+def _compute(tok: RecTok, meta: dict, data: str, stats_dir: str | None, d: distributed.Dist, batch_size: int,
+             workers: int):
+    from rectok_core.data.readers import build_dataset
+
+    dataset = build_dataset(data, tok.cfg.image_size, split="train")
+    if len(dataset) == 0:
+        raise DataError(f"{data} holds no image")
+    stats = load_or_compute_stats(tok, meta, dataset, stats_dir, d, batch_size, workers, precision="fp32")
+    return stats, list(dataset.classes), dataset
+
+
+def read_stats(path: str, tokenizer_sha256: str, weights: str = "ema") -> LatentStats:
+    """A statistics JSON (``rectok latent-stats --out``), checked to be of this tokenizer (content hash)."""
+    try:
+        d = json.loads(Path(path).read_text())
+        stats = LatentStats.from_json(d)
+    except OSError as e:
+        raise RectokError(f"cannot read --latent-stats {path}: {e.strerror or e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise RectokError(f"--latent-stats {path} is not a rectok latent-statistics file ({e})") from None
+    if d.get("format") != STATS_FORMAT:
+        raise RectokError(f"--latent-stats {path} is not a rectok latent-statistics file (format {d.get('format')!r})")
+    if stats.tokenizer_sha256 != tokenizer_sha256 or stats.tokenizer_weights != weights:
+        raise RectokError(f"--latent-stats {path} belongs to tokenizer {stats.tokenizer_sha256[:12]} "
+                          f"({stats.tokenizer_weights} weights), not {tokenizer_sha256[:12]} ({weights})")
+    return stats
+
+
+def compute_or_read_stats(tok: RecTok, meta: dict, stats_path: str | None, data: str | None, stats_dir: str | None,
+                          device: str, batch_size: int, workers: int) -> tuple[LatentStats, list[str] | None]:
+    """``--latent-stats FILE`` or ``--data DIR`` (computed like ``rectok latent-stats``), with the data's classes."""
+    if stats_path and data:
+        raise RectokError("give --latent-stats FILE or --data DIR, not both")
+    if stats_path:
+        return read_stats(stats_path, meta["sha256"], meta["weights"]), None
+    if not data:
+        raise RectokError("a DiT^DH needs its latent statistics, which no official file holds: --latent-stats FILE "
+                          "(from `rectok latent-stats TOK --data IMAGENET`) or --data IMAGENET to compute them")
+    d = distributed.setup(device)
+    tok.to(d.device)
+    try:
+        stats, classes, _ = _compute(tok, meta, data, stats_dir, d, batch_size, workers)
+    finally:
+        distributed.cleanup()
+    return stats, classes
+
+
+def read_classes(path: str, count: int) -> list[str]:
+    """Class names, one a line, in label order; exactly ``count`` of them."""
+    try:
+        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise RectokError(f"cannot read --classes {path}: {e.strerror or e}") from None
+    if len(names) != count:
+        raise RectokError(f"--classes {path} names {len(names)} classes, the DiT has {count}")
+    return names
