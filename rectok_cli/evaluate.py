@@ -1,7 +1,6 @@
 """``rectok eval``: reconstruction metrics of a tokenizer (the protocol lives in :mod:`rectok_core.eval_tokenizer`)."""
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 
@@ -10,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .options import make_config, split_overrides, with_config_options, with_flags
+from .options import TOKENIZER_ARG, argument, make_config, split_overrides, with_config_options, with_flags
 from .present import note
 
 out_console = Console()
@@ -47,8 +46,7 @@ def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> N
 
     from rectok_core.metrics.config import EvalConfig
 
-    tok = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                            default=typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"))
+    tok = argument("tokenizer", TOKENIZER_ARG)
 
     def config(tokenizer: str, **kwargs):
         from rectok_core.training.inherit import TokenizerSettings, inherit

@@ -1,7 +1,6 @@
 """The generator half of the pipeline: ``cache-latents``, ``train-dit``, ``sample``, ``eval-samples``, ``fid-stats``."""
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from typing import Optional
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from rectok_core.errors import RectokError
 
-from .options import make_config, split_overrides, with_config_options, with_flags
+from .options import TOKENIZER_ARG, argument, make_config, split_overrides, with_config_options, with_flags
 from .present import note, run_done
 
 console = Console(stderr=True, markup=False)  # paths and labels are printed as they are
@@ -64,8 +63,7 @@ def _register_cache_latents(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.data.config import CacheLatentsConfig
     from rectok_core.training.inherit import TokenizerSettings, inherit
 
-    tok = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                            default=typer.Argument(..., help="tokenizer checkpoint (train-tokenizer / finetune-decoder)"))
+    tok = argument("tokenizer", TOKENIZER_ARG)
 
     def config(tokenizer: str, **kwargs):
         overrides, _ = split_overrides(CacheLatentsConfig, kwargs)
@@ -122,9 +120,8 @@ def _register_train_dit(app: typer.Typer, user_errors: Callable) -> None:
 def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.sampling.folder import SampleConfig
 
-    ckpt = inspect.Parameter("dit_ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
-                             default=typer.Argument(None, help="DiT^DH checkpoint (train-dit; default: the newest "
-                                                               "DiT run under runs/)"))
+    ckpt = argument("dit_ckpt", "DiT^DH checkpoint (train-dit), export folder or Hub id (default: the newest DiT run "
+                                "under runs/)", required=False, annotation=Optional[str])
 
     @app.command("sample")
     @user_errors
@@ -157,9 +154,7 @@ def _register_sample(app: typer.Typer, user_errors: Callable) -> None:
 def _register_eval_samples(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.metrics.config import EvalSamplesConfig
 
-    samples = inspect.Parameter("samples", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                                default=typer.Argument(..., help="a `rectok sample` folder, its samples.npz, an "
-                                                                 "ADM-style .npz or an image folder"))
+    samples = argument("samples", "a `rectok sample` folder, its samples.npz, an ADM-style .npz or an image folder")
 
     @app.command("eval-samples")
     @user_errors
@@ -209,8 +204,7 @@ def show_eval(result: dict, out: Console = Console()) -> None:
 def _register_fid_stats(app: typer.Typer, user_errors: Callable) -> None:
     from rectok_core.metrics.config import FidStatsConfig
 
-    folder = inspect.Parameter("folder", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                               default=typer.Argument(..., help="folder of PNG/JPEG images (recursive)"))
+    folder = argument("folder", "folder of images (recursive)")
 
     @app.command("fid-stats")
     @user_errors

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import logging
 import os
 import signal
@@ -17,7 +16,7 @@ from rich.text import Text
 
 from rectok_core.errors import RectokError, Stopped
 
-from .options import split_overrides, with_config_options
+from .options import argument, split_overrides, with_config_options
 from .present import note, run_done
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -132,8 +131,7 @@ def _register_train_tokenizer() -> None:
 def _register_finetune_decoder() -> None:
     from rectok_core.training.config import FINETUNE_PRESETS, FinetuneConfig
 
-    ckpt = inspect.Parameter("tokenizer", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                             default=typer.Argument(..., help="stage-1 tokenizer checkpoint (train-tokenizer)"))
+    ckpt = argument("tokenizer", "stage-1 tokenizer checkpoint (train-tokenizer)")
 
     def config(tokenizer: str, **kwargs):
         from rectok_core.training.inherit import TokenizerSettings, inherit

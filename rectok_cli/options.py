@@ -103,6 +103,15 @@ def split_overrides(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
             {k: v for k, v in kwargs.items() if k not in names})
 
 
+TOKENIZER_ARG = "tokenizer checkpoint (train-tokenizer / finetune-decoder), export folder or Hub id"
+
+
+def argument(name: str, help: str, required: bool = True, annotation: Any = str) -> inspect.Parameter:
+    """A positional command argument (the generated options follow it)."""
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
+                             default=typer.Argument(... if required else None, help=help))
+
+
 def make_config(cls: type, overrides: dict[str, Any]) -> Any:
     """The config of a command without presets: defaults, then the flags the user typed, validated."""
     return from_flags(cls, overrides)

@@ -136,6 +136,7 @@ def tok(work) -> Path:
     return train_tokenizer(cfg)
 
 
+@pytest.mark.slow
 def test_eval_command_end_to_end(tok, inception_weights, tmp_path):
     stats = tmp_path / "val-stats.npz"
     # no --data: the checkpoint's training data (digits), val split
@@ -229,6 +230,7 @@ def make_unlabelled_folder(root: Path, n: int, corrupt: int = 0) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_numbers(tok, inception_weights, tmp_path):
     data = make_unlabelled_folder(tmp_path / "flat", 5, corrupt=1)  # 6 files: 3 per rank, one unreadable
     common = ["--data", str(data), "--batch-size", "2", "--workers", "0", "--device", "cpu",

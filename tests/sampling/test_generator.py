@@ -244,6 +244,7 @@ def test_train_dit_cli_resume_with_moved_tokenizer_and_errors(tmp_path, tok_ckpt
     assert r.exit_code == 1 and "--lr 0.5 differs from the run being resumed" in r.output
 
 
+@pytest.mark.slow
 def test_two_process_cache_and_training(tmp_path, tok_ckpt, cache_dir):
     """torchrun (gloo): shards dealt over 2 ranks give the single-process cache byte for byte; online training
     all-reduces the latent statistics and runs DDP."""
@@ -526,6 +527,7 @@ def test_eval_samples_with_reference_images_and_npz(tmp_path, samples_ref):
     assert r.exit_code == 1 and "exactly one reference" in r.output
 
 
+@pytest.mark.slow
 def test_eval_samples_against_an_adm_reference_batch(tmp_path, samples_ref):
     """An ADM-style reference batch (arr_0 images, mu/sigma, mu_s/sigma_s): precision/recall against its images
     (the same as against a folder of those images) and sFID against its spatial statistics."""
@@ -564,6 +566,7 @@ def test_eval_samples_against_an_adm_reference_batch(tmp_path, samples_ref):
     assert "spatial statistics" in by_folder["unavailable"]["sfid"]
 
 
+@pytest.mark.slow
 def test_cli_pipeline_digits_to_fid(tmp_path):
     """train-tokenizer → cache-latents → train-dit → sample -n 100 → fid-stats → eval-samples, all via the CLI."""
     def ok(*args):

@@ -4,7 +4,7 @@ network, in a few seconds."""
 from __future__ import annotations
 
 import os
-import time
+import threading
 
 import pytest
 import torch
@@ -318,11 +318,12 @@ def test_hf_and_meta_dinov3_layouts(arch, layout, tmp_path):
 # ------------------------------------------------------------------------------------------- offline / loading
 
 
-def test_offline_without_weights_fails_fast():
-    start = time.monotonic()
+def test_offline_without_weights_fails_fast(monkeypatch):
+    """Offline and no file: the error comes before any model is built or any network is tried."""
+    monkeypatch.setattr(W, "_create", lambda *a, **kw: pytest.fail("no model may be built"))
+    monkeypatch.setattr(env, "_probe", lambda *a, **kw: pytest.fail("no network probe when offline"))
     with pytest.raises(WeightsNotFound) as info:
         build_teacher("dinov3", None, grid=(16, 16), image_size=256)
-    assert time.monotonic() - start < 5
     msg = str(info.value)
     assert "\n" not in msg and "--teacher-weights" in msg and "--teacher dinov3" in msg
     assert msg == ("--teacher dinov3 needs pretrained weights: no network and no --teacher-weights FILE given "
@@ -345,18 +346,25 @@ def test_probe_failure_sets_hf_offline(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(env, "_PROBE_CACHE", {})
     monkeypatch.setattr(env, "_probe", lambda host, port, timeout: False)
-    start = time.monotonic()
     with pytest.raises(WeightsNotFound, match="--teacher-weights"):
         build_teacher("dinov2-s", None, grid=(2, 2), image_size=28)
-    assert time.monotonic() - start < 5
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-def test_probe_is_bounded():
-    """The real probe returns within its limit even for an unroutable address."""
-    start = time.monotonic()
-    assert env._probe("10.255.255.1", 443, timeout=0.3) in (False, True)
-    assert time.monotonic() - start < 2
+def test_probe_is_bounded(monkeypatch):
+    """The probe gives up on a connection attempt that never returns (a DNS lookup or SYN that hangs) instead of
+    waiting for it: the attempt here blocks until the test releases it, after the probe has answered."""
+    release = threading.Event()
+
+    def hanging_connect(*args, **kwargs):
+        release.wait()
+        raise OSError("released")
+
+    monkeypatch.setattr(env.socket, "create_connection", hanging_connect)
+    try:
+        assert env._probe("example.invalid", 443, timeout=0.1) is False
+    finally:
+        release.set()
 
 
 def test_hub_cache_used_offline(v2s, tmp_path, monkeypatch):

@@ -81,7 +81,7 @@ def test_run_command_kills_the_process_group_at_the_deadline(tmp_path):
     parent.write_text(f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, {str(child)!r}])\n"
                       "time.sleep(30)\n")
     res = run_command([sys.executable, str(parent)], 1.5, tmp_path / "logs" / "x.log")
-    assert res["status"] == "timeout" and "killed after 2 s" in res["error"] and res["wall_s"] < 10
+    assert res["status"] == "timeout" and "killed after 2 s" in res["error"]
     time.sleep(3.5)
     assert not marker.exists()  # the grandchild went with its group
     ok = run_command([sys.executable, "-c", "print('hi')"], 20, tmp_path / "logs" / "y.log")

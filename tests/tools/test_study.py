@@ -1,7 +1,6 @@
 """rectok reproduce: the arms' definitions, equal budgets, and the --smoke study end to end on generated data."""
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -111,6 +110,7 @@ def _reproduce(*args: str) -> subprocess.CompletedProcess:
                           env=cli_env(), cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end(split_folder, tmp_path):
     out = tmp_path / "study"
     tiny = ["--steps", "4", "--ft-steps", "2", "--batch-size", "8", "--dims", "16,32", "--dit-steps", "3",
@@ -140,13 +140,12 @@ def test_smoke_study_end_to_end(split_folder, tmp_path):
     assert "| fsd-rad-c16 | 16 |" in (out / "results.md").read_text()
     # a rerun skips every finished step and rewrites the same numbers
     before = {row["arm"]: (row["psnr"], row["rfid"], row["gfid"]) for row in result["arms"]}
-    t0 = time.time()
     r = _reproduce("--smoke", "--data", str(split_folder), "--out", str(out), *tiny)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stderr.count("done:") == len(commands) - 5  # every command line of commands.sh
     after = {row["arm"]: (row["psnr"], row["rfid"], row["gfid"])
              for row in json.loads((out / "study.json").read_text())["arms"]}
-    assert after == before and time.time() - t0 < 60
+    assert after == before
 
 
 def test_reproduce_cli_errors(tmp_path):
