@@ -1,27 +1,21 @@
 """``rectok bench --acceptance``: options and the terminal table (see :mod:`rectok_core.tools.acceptance`)."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from rectok_core.tools.config import AcceptanceFlags, acceptance_config
+
+from .options import config_parameters, make_config, split_overrides
+
 out_console = Console(width=None if Console().is_terminal else 150)  # logs and the device tool: one wide table
 err_console = Console(stderr=True, markup=False)
 
-ACCEPTANCE_OPTIONS = [
-    inspect.Parameter("acceptance", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-        False, "--acceptance", help="run the GPU acceptance instead (CUDA tests, the three target workloads, a "
-                                    "short real run); --out is then a folder (default: acceptance)")),
-    inspect.Parameter("acceptance_budget", inspect.Parameter.KEYWORD_ONLY, annotation=float, default=typer.Option(
-        0.0, "--acceptance-budget", help="with --acceptance: wall-clock budget in seconds (0: 470 on CUDA, 110 on "
-                                         "CPU)")),
-    inspect.Parameter("acceptance_parts", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=typer.Option(
-        "cuda_tests,bench,real_run", "--acceptance-parts", help="with --acceptance: the parts to run")),
-]
+#: ``--acceptance``, ``--acceptance-budget``, ``--acceptance-parts``: options of ``rectok bench``.
+ACCEPTANCE_OPTIONS = config_parameters(AcceptanceFlags)
 
 
 def _status(s: str | None) -> str:
@@ -56,14 +50,11 @@ def show_acceptance(doc: dict[str, Any], console: Console = out_console) -> None
     console.print(t)
 
 
-def run_acceptance_command(overrides: dict[str, Any], other: dict[str, Any]) -> None:
-    from rectok_core.tools.acceptance import AcceptanceConfig, run_acceptance
+def run_acceptance_command(bench: dict[str, Any], other: dict[str, Any]) -> None:
+    """``rectok bench --acceptance``: ``bench`` the bench options given, ``other`` the acceptance flags."""
+    from rectok_core.tools.acceptance import run_acceptance
 
-    cfg = AcceptanceConfig(out=overrides.get("out") or "acceptance", device=overrides.get("device") or "auto",
-                           budget_s=other.get("acceptance_budget") or 0.0,
-                           timed_steps=overrides.get("timed_steps") or 0, warmup=overrides.get("warmup") or 0,
-                           parts=other.get("acceptance_parts") or AcceptanceConfig.parts)
-    cfg.part_list()
+    cfg = acceptance_config(bench, make_config(AcceptanceFlags, split_overrides(AcceptanceFlags, other)[0]))
 
     def progress(name: str, res: dict) -> None:
         err_console.print(f"{name}: {res.get('status')} ({res.get('wall_s', 0):.0f} s) {res.get('error', '')}",

@@ -1,15 +1,16 @@
-"""``rectok bench``: training / sampling / inference throughput, memory, FLOPs and MFU (see :mod:`rectok_core.bench`)."""
+"""``rectok bench``: training / sampling / inference throughput, memory, FLOPs and MFU (see :mod:`rectok_core.tools.bench`)."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .options import split_overrides, with_config_options, with_flags
+from rectok_core.tools.config import BenchConfig
+
+from .acceptance import ACCEPTANCE_OPTIONS, run_acceptance_command
+from .app import app, user_errors
+from .options import split_overrides, with_config_options
 
 out_console = Console()
 err_console = Console(stderr=True, markup=False)
@@ -21,7 +22,7 @@ def _mem(rec: dict) -> str:
 
 
 def show_result(result: dict, console: Console = out_console) -> None:
-    """The terminal table of a :func:`rectok_core.bench.run_bench` result."""
+    """The terminal table of a :func:`rectok_core.tools.bench.run_bench` result."""
     c = result["ceiling"]
     mem = "GPU GiB" if result["device"]["type"] == "cuda" else "RSS GiB"
     table = Table(title=f"rectok bench — {result['device']['name']}", box=box.SIMPLE_HEAD, pad_edge=False,
@@ -43,42 +44,35 @@ def show_result(result: dict, console: Console = out_console) -> None:
     console.print(table)
 
 
-def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
-    from rectok_core.tools.bench import BenchConfig
+@app.command("bench")
+@user_errors
+@with_config_options(BenchConfig, extra=ACCEPTANCE_OPTIONS)
+def bench(**kwargs):
+    """Time the training, sampling and inference steps (img/s, peak memory, FLOPs, MFU) on random weights.
 
-    from .acceptance import ACCEPTANCE_OPTIONS, run_acceptance_command
+    Runs the same step code as train-tokenizer, finetune-decoder, train-dit, sample, cache-latents and
+    probe-flow, on inputs already on the device. Writes a table and --out JSON.
 
-    @app.command("bench")
-    @user_errors
-    @with_config_options(BenchConfig, extra=ACCEPTANCE_OPTIONS)
-    def bench(**kwargs):
-        """Time the training, sampling and inference steps (img/s, peak memory, FLOPs, MFU) on random weights.
+    Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --timed-steps 3 --warmup 1
 
-        Runs the same step code as train-tokenizer, finetune-decoder, train-dit, sample, cache-latents and
-        probe-flow, on inputs already on the device. Writes a table and --out JSON.
+    --acceptance [--out DIR]: the GPU acceptance in one call (CUDA tests, the three target workloads, a short
+    real run) into DIR/acceptance.json; a CPU-sized equivalent on a CPU (see docs/performance.md).
+    """
+    from rectok_core.tools.bench import run_bench, write_result
+    from rectok_core.utils.files import check_result_file
 
-        Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --timed-steps 3 --warmup 1
+    overrides, other = split_overrides(BenchConfig, kwargs)
+    if other.get("acceptance"):
+        return run_acceptance_command(overrides, other)
+    cfg = BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
+    cfg.validate()
+    check_result_file(cfg.out, "--out", "bench", keys=("records",))  # before any measurement
 
-        --acceptance [--out DIR]: the GPU acceptance in one call (CUDA tests, the three target workloads, a short
-        real run) into DIR/acceptance.json; a CPU-sized equivalent on a CPU (see docs/performance.md).
-        """
-        from rectok_core.tools.bench import run_bench, write_result
-        from rectok_core.utils.files import check_result_file
+    def progress(rec: dict) -> None:
+        what = rec.get("error") or f"{rec['img_per_s']:.1f} img/s"
+        err_console.print(f"{rec['workload']} (batch {rec['batch_size']}): {what}", highlight=False)
 
-        overrides, other = split_overrides(BenchConfig, kwargs)
-        if other.get("acceptance"):
-            return run_acceptance_command(overrides, other)
-        cfg = BenchConfig(**{k: v for k, v in overrides.items() if v is not None})
-        cfg.validate()
-        check_result_file(cfg.out, "--out", "bench", keys=("records",))  # before any measurement
-
-        def progress(rec: dict) -> None:
-            what = rec.get("error") or f"{rec['img_per_s']:.1f} img/s"
-            err_console.print(f"{rec['workload']} (batch {rec['batch_size']}): {what}", highlight=False)
-
-        result = run_bench(cfg, on_record=progress)
-        path = write_result(result, cfg.out)
-        show_result(result)
-        err_console.print(f"results: {path}", highlight=False, soft_wrap=True)
-
-    with_flags(bench, "batch_sizes", "--batch-sizes", "--batch-size")
+    result = run_bench(cfg, on_record=progress)
+    path = write_result(result, cfg.out)
+    show_result(result)
+    err_console.print(f"results: {path}", highlight=False, soft_wrap=True)

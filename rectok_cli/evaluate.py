@@ -1,15 +1,16 @@
-"""``rectok eval``: reconstruction metrics of a tokenizer (the protocol lives in :mod:`rectok_core.eval_tokenizer`)."""
+"""``rectok eval``: reconstruction metrics of a tokenizer (the protocol lives in :mod:`rectok_core.metrics.tokenizer_eval`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .options import TOKENIZER_ARG, argument, make_config, split_overrides, with_config_options, with_flags
+from rectok_core.metrics.config import EvalConfig
+
+from .app import app, user_errors
+from .options import TOKENIZER_ARG, argument, split_overrides, with_config_options
 from .present import note
 
 out_console = Console()
@@ -40,58 +41,42 @@ def show_result(result: dict, console: Console = out_console) -> None:
     console.print(table)
 
 
-def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
-    """Add ``eval`` to ``app``; ``user_errors`` is the CLI's one-line error wrapper. (rectok_core.eval_tokenizer is
-    imported when the command runs: it pulls in the Inception and LPIPS stacks, which ``rectok --help`` needs not.)"""
+def eval_config(tokenizer: str, **kwargs) -> EvalConfig:
+    from rectok_core.training.inherit import from_tokenizer
 
-    from rectok_core.metrics.config import EvalConfig
+    return from_tokenizer(EvalConfig, tokenizer, split_overrides(EvalConfig, kwargs)[0], show=note, eval_split="split")
 
-    tok = argument("tokenizer", TOKENIZER_ARG)
 
-    def config(tokenizer: str, **kwargs):
-        from rectok_core.training.inherit import TokenizerSettings, inherit
+@app.command("eval")
+@user_errors
+@with_config_options(EvalConfig, extra=[argument("tokenizer", TOKENIZER_ARG)], resolve=eval_config)
+def evaluate(tokenizer: str, **kwargs):
+    """Reconstruction metrics of a tokenizer: PSNR, SSIM, rFID (and LPIPS with real VGG16 weights).
 
-        overrides, _ = split_overrides(EvalConfig, kwargs)
-        note(inherit(overrides, TokenizerSettings.of(tokenizer)))
-        return make_config(EvalConfig, overrides)
+    Images are center-cropped to the tokenizer's size and reconstructed from the posterior mean (no noise, no mask).
 
-    @app.command("eval")
-    @user_errors
-    @with_config_options(EvalConfig, extra=[tok], resolve=config)
-    def evaluate(tokenizer: str, **kwargs):
-        """Reconstruction metrics of a tokenizer: PSNR, SSIM, rFID (and LPIPS with real VGG16 weights).
+    Writes eval.json (metrics and manifest) and recon_grid.png into --out.
 
-        Images are center-cropped to the tokenizer's size and reconstructed from the posterior mean (no noise, no mask).
+    Launch with torchrun to spread the images over GPUs: the numbers do not depend on the number of processes.
 
-        Writes eval.json (metrics and manifest) and recon_grid.png into --out.
+    Generators are evaluated with `rectok sample` and `rectok eval-samples`, not here.
+    """
+    from rectok_core.metrics.commands import evaluate_into_run
 
-        Launch with torchrun to spread the images over GPUs: the numbers do not depend on the number of processes.
-
-        Generators are evaluated with `rectok sample` and `rectok eval-samples`, not here.
-        """
-        from rectok_core.metrics.commands import evaluate as run
-        from rectok_core.training.logging import log_results_to_run, results_run
-
-        cfg = config(tokenizer, **kwargs)
-        run_dir = results_run(tokenizer, cfg.log)
-        ev = run(tokenizer, cfg)
-        if not _is_main():
-            return
-        if run_dir is not None:
-            step = ev.result["manifest"]["tokenizer"]["step"] or 0
-            log_results_to_run(run_dir, f"eval-{cfg.weights}", ev.result["metrics"], step, cfg.log)
-            err_console.print(f"logged to {run_dir} ({cfg.log}) at step {step}", highlight=False, soft_wrap=True)
-        metrics = ev.result["metrics"]
-        for key, name in (("lpips", "LPIPS"), ("rfid", "rFID")):
-            if f"{key}_unavailable" in metrics:
-                err_console.print(f"{name} not computed: {metrics[f'{key}_unavailable']}", highlight=False,
-                                  soft_wrap=True)
-        show_result(ev.result)
-        if "saved_stats" in ev.result:
-            out_console.print(f"real-image statistics: {ev.result['saved_stats']['path']}", highlight=False,
-                              markup=False,
-                              soft_wrap=True)
-        out_console.print(f"results: {ev.json_path}  grid: {ev.grid_path}", highlight=False, markup=False,
+    ev, logged = evaluate_into_run(tokenizer, eval_config(tokenizer, **kwargs))
+    if not _is_main():
+        return
+    if logged is not None:
+        err_console.print(f"logged to {logged.run_dir} ({logged.trackers}) at step {logged.step}", highlight=False,
                           soft_wrap=True)
-
-    with_flags(evaluate, "n", "-n", "--num")
+    metrics = ev.result["metrics"]
+    for key, name in (("lpips", "LPIPS"), ("rfid", "rFID")):
+        if f"{key}_unavailable" in metrics:
+            err_console.print(f"{name} not computed: {metrics[f'{key}_unavailable']}", highlight=False,
+                              soft_wrap=True)
+    show_result(ev.result)
+    if "saved_stats" in ev.result:
+        out_console.print(f"real-image statistics: {ev.result['saved_stats']['path']}", highlight=False,
+                          markup=False, soft_wrap=True)
+    out_console.print(f"results: {ev.json_path}  grid: {ev.grid_path}", highlight=False, markup=False,
+                      soft_wrap=True)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from rectok_core.config import dumps, flat_fields, from_flags, get_path, merge_file
+from rectok_core.config import dumps, flag_of, flat_fields, from_flags, get_path, merge_file
 from rectok_core.config import resolve as resolve_config_core
 
 
@@ -31,7 +31,7 @@ def config_parameters(cls: type, presets: dict[str, dict] | None = None) -> list
     for name, (path, f) in flat_fields(cls).items():
         default = get_path(base, path)
         typ = f.metadata.get("type") or type(default)
-        flag = "--" + name.replace("_", "-")
+        flag = flag_of(name, f)
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
         if choices:
@@ -115,16 +115,3 @@ def argument(name: str, help: str, required: bool = True, annotation: Any = str)
 def make_config(cls: type, overrides: dict[str, Any]) -> Any:
     """The config of a command without presets: defaults, then the flags the user typed, validated."""
     return from_flags(cls, overrides)
-
-
-def with_flags(fn: Callable, name: str, *decls: str) -> Callable:
-    """Give the generated option ``name`` of ``fn`` the flags ``decls`` (e.g. ``-n``, or ``--batch-size`` for
-    ``--batch-sizes``), keeping its help."""
-    sig = fn.__signature__
-    params = []
-    for p in sig.parameters.values():
-        if p.name == name:
-            p = p.replace(default=typer.Option(None, *decls, help=p.default.help, show_default=False))
-        params.append(p)
-    fn.__signature__ = sig.replace(parameters=params)
-    return fn

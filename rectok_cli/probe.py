@@ -1,16 +1,16 @@
-"""``rectok probe-flow``: linear probes along the forward flow (the protocol lives in :mod:`rectok_core.probe`)."""
+"""``rectok probe-flow``: linear probes along the forward flow (the protocol lives in :mod:`rectok_core.metrics.probe_run`)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rectok_core.errors import RectokError
+from rectok_core.metrics.config import ProbeConfig
 
+from .app import app, user_errors
 from .options import split_overrides, with_config_options
 from .present import note
 
@@ -26,7 +26,7 @@ def _cell(acc: dict) -> str:
 
 
 def show_report(report, console: Console = out_console) -> None:
-    """The terminal view of a :class:`~rectok_core.probe.ProbeReport`: rows t, one column per checkpoint (and
+    """The terminal view of a :class:`~rectok_core.metrics.probe_run.ProbeReport`: rows t, one column per checkpoint (and
     the teacher), a chance row, then the t = 1 check of each checkpoint (red when it fails)."""
     cks = report.checkpoints
     top5 = any(p["top5"] is not None for c in cks for p in c.results)
@@ -56,50 +56,31 @@ def show_report(report, console: Console = out_console) -> None:
                           f"t = 1 or the probe is broken[/]", highlight=False)
 
 
-def register(app: typer.Typer, user_errors: Callable[[Callable], Callable]) -> None:
-    """Add ``probe-flow`` to ``app``; ``user_errors`` is the CLI's one-line error wrapper."""
-    from rectok_core.metrics.probe_run import ProbeConfig
+CHECKPOINTS = inspect.Parameter(
+    "checkpoints", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str],
+    default=typer.Argument(..., help="tokenizers, one curve each: RecTok checkpoints (train-tokenizer / "
+                                   "finetune-decoder, export folders, Hub ids) or FAMILY:SOURCE of any family "
+                                   "(rectok tokenizers)"))
 
-    checkpoints = inspect.Parameter(
-        "checkpoints", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str],
-        default=typer.Argument(..., help="tokenizer checkpoints (train-tokenizer / finetune-decoder), one curve each"))
 
-    def config(checkpoints: list[str], **kwargs):
-        from rectok_core.config import check_choices
-        from rectok_core.training.inherit import TokenizerSettings, inherit
+def probe_config(checkpoints: list[str], **kwargs) -> ProbeConfig:
+    from rectok_core.training.inherit import probe_config as build
 
-        overrides, _ = split_overrides(ProbeConfig, kwargs)
-        if overrides.get("t_grid") is not None and overrides.get("t_steps") is not None:
-            raise RectokError("give --t-grid or --t-steps, not both")
-        split_given = overrides.get("train_data") or overrides.get("val_data")
-        note(inherit(overrides, TokenizerSettings.of(checkpoints[0]), data_key=None if split_given else "data"))
-        cfg = ProbeConfig(**{k: v for k, v in overrides.items() if v is not None})
-        check_choices(cfg)
-        cfg.validate()
-        return cfg
+    return build(checkpoints, split_overrides(ProbeConfig, kwargs)[0], show=note)
 
-    @app.command("probe-flow")
-    @user_errors
-    @with_config_options(ProbeConfig, extra=[checkpoints], resolve=config)
-    def probe_flow(checkpoints: list[str], **kwargs):
-        """Linear probes of tokenizer latents x_t = (1−t)·z + t·ε along the forward flow (t = 1 is noise).
 
-        At each t, a multinomial linear classifier is fitted on the mean-pooled x_t of the train split and scored
-        on the val split. Prints a table, writes OUT/probe.json and OUT/probe.png, and checks that t = 1 is at
-        chance.
-        """
-        from rectok_core.metrics.probe_report import prepare_out, write_outputs
-        from rectok_core.metrics.probe_run import run_probe
-        from rectok_core.training.logging import log_results_to_run, results_run
+@app.command("probe-flow")
+@user_errors
+@with_config_options(ProbeConfig, extra=[CHECKPOINTS], resolve=probe_config)
+def probe_flow(checkpoints: list[str], **kwargs):
+    """Linear probes of tokenizer latents x_t = (1−t)·z + t·ε along the forward flow (t = 1 is noise).
 
-        cfg = config(checkpoints, **kwargs)
-        runs = [results_run(c, cfg.log) for c in checkpoints]
-        prepare_out(cfg.out)
-        report = run_probe(cfg, checkpoints)
-        json_path, png_path = write_outputs(report, cfg.out)
-        show_report(report)
-        for run_dir, c in zip(runs, report.checkpoints):
-            if run_dir is not None:
-                top1 = {f"top1_t{t:g}": r["top1"] for t, r in zip(report.protocol["t_grid"], c.results)}
-                log_results_to_run(run_dir, "probe", top1, c.step or 0, cfg.log)
-        out_console.print(f"results: {json_path}  plot: {png_path}", highlight=False, markup=False)
+    At each t, a multinomial linear classifier is fitted on the mean-pooled x_t of the train split and scored
+    on the val split. Prints a table, writes OUT/probe.json and OUT/probe.png, and checks that t = 1 is at
+    chance.
+    """
+    from rectok_core.metrics.commands import probe_flow as run
+
+    report, json_path, png_path = run(checkpoints, probe_config(checkpoints, **kwargs))
+    show_report(report)
+    out_console.print(f"results: {json_path}  plot: {png_path}", highlight=False, markup=False)

@@ -10,7 +10,7 @@ __all__ = ["Generator", "Tokenizer", "__version__"]
 
 def __getattr__(name: str):
     if name in ("Tokenizer", "Generator"):
-        from rectok_core import api
+        from rectok_core import api  # lazy facade: `import rectok_core` loads no torch
 
         return getattr(api, name)
     raise AttributeError(f"module 'rectok_core' has no attribute {name!r}")

@@ -11,6 +11,10 @@ Both load from a rectok checkpoint, an export folder (``rectok export``) or a Hu
 ``Generator.sample`` runs the same code as ``rectok sample`` (noise from (seed, sample index), the same velocity,
 grid, decoding and rounding), so sample ``i`` equals the CLI's PNG ``i`` bit for bit for the same settings.
 Images are in [0, 1] here (the models work in [−1, 1] inside).
+
+As in diffusers: ``from_pretrained(..., revision=, cache_dir=, local_files_only=)`` for Hub ids,
+``save_pretrained(dir)`` (the ``rectok export`` folder), ``push_to_hub(repo_id, dry_run=...)`` (``rectok push``),
+``.to(device)`` returning the object, and a ``repr`` naming the model, its latent shape, parameters and device.
 """
 from __future__ import annotations
 
@@ -22,15 +26,87 @@ from typing import Any
 import numpy as np
 import torch
 
-from rectok_core.data.latent_stats import LatentStats
+from rectok_core.checkpoints import load_dit, load_matching_tokenizer, load_tokenizer, open_checkpoint, resolve
+from rectok_core.checkpoints.families import load_any_tokenizer, split_spec
+from rectok_core.config import device_spec
+from rectok_core.data.latent_stats import LatentStats, load_or_compute_stats
+from rectok_core.data.readers import build_dataset
+from rectok_core.data.transforms import center_crop_arr
 from rectok_core.errors import RectokError
-from rectok_core.training.engine import autocast, maybe_compile, resolve_compile, resolve_precision
-from rectok_core.utils.distributed import resolve_device
+from rectok_core.interop.export import export, push
+from rectok_core.sampling.folder import SampleConfig
+from rectok_core.sampling.generate import RowPadded, build_velocity, check_guide, decode_latents, generate_latents
+from rectok_core.utils import checkpoint
+from rectok_core.utils.distributed import Dist, resolve_device
+from rectok_core.utils.images import to_uint8
+from rectok_core.utils.runtime import autocast, maybe_compile, resolve_compile, resolve_precision
 
 ImageLike = Any  # a PIL image, or a path to an image file
 
 
-class Tokenizer:
+def _hub_options(revision: str | None, cache_dir: str | os.PathLike[str] | None,
+                 local_files_only: bool) -> dict[str, Any]:
+    return {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only}
+
+
+def _local(spec: str | os.PathLike[str] | None, hub: dict[str, Any]) -> str | None:
+    """``spec`` as a local file or folder: a Hub id is fetched (with ``hub``'s revision, cache and offline options)."""
+    return None if spec is None else str(resolve(str(spec), **hub))
+
+
+def _millions(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
+
+
+class _Saveable:
+    """``save_pretrained`` / ``push_to_hub`` / ``to`` shared by :class:`Tokenizer` and :class:`Generator`."""
+
+    def _source(self) -> tuple[str, str, str, torch.nn.Module]:  # (checkpoint or folder, weights, kind, model)
+        raise NotImplementedError
+
+    def _check_unchanged(self) -> None:
+        """Refuse to export weights that were changed in memory: the folder would claim the source's identity."""
+        source, weights, kind, model = self._source()
+        state = checkpoint.state_of(open_checkpoint(source, kind), weights, source)
+        for name, t in model.state_dict().items():
+            if name in state and not torch.equal(state[name], t.detach().cpu().to(state[name].dtype)):
+                raise RectokError(f"the weights in memory differ from {source} ({name} changed): save_pretrained "
+                                  f"writes a checkpoint's weights; save the changed model as a training checkpoint")
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], overwrite: bool = False, **export_options: Any
+                        ) -> Path:
+        """Write the export folder of this model (what ``rectok export`` writes: ``model.safetensors``,
+        ``config.json``, ``README.md``) into ``save_directory``; ``from_pretrained`` loads it. ``export_options``:
+        ``eval_file``, ``license``, and for a Generator ``tokenizer_ref``."""
+        self._check_unchanged()
+        source, weights, _, _ = self._source()
+        return export(source, save_directory, weights=weights, overwrite=overwrite, **export_options)
+
+    def push_to_hub(self, repo_id: str, commit_message: str = "Upload rectok model", private: bool = False,
+                    dry_run: bool = False, **export_options: Any) -> list[tuple[str, int]]:
+        """Export this model to a temporary folder and upload it to the Hub repo ``repo_id`` (what ``rectok push``
+        does); returns the (file, bytes) uploaded. ``dry_run``: list them without the network."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="rectok-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "export", **export_options)
+            return push(folder, repo_id, dry_run=dry_run, private=private, message=commit_message)
+
+    def to(self, device: str | torch.device) -> Any:
+        """Move the model(s) to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``); returns self."""
+        device_spec("device", str(device))
+        dev = resolve_device(str(device))
+        for m in self._modules():
+            m.to(dev)
+        self.device = dev
+        self.precision = resolve_precision(dev, self.precision)
+        return self
+
+    def _modules(self) -> list[torch.nn.Module]:
+        raise NotImplementedError
+
+
+class Tokenizer(_Saveable):
     """A RecTok tokenizer for inference (encoder + posterior + pixel decoder, frozen)."""
 
     def __init__(self, model, meta: dict, device: torch.device, precision: str = "fp32"):
@@ -42,13 +118,38 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike[str], device: str = "auto", weights: str = "ema",
-                        precision: str = "fp32") -> Tokenizer:
-        """From a tokenizer checkpoint, export folder or Hub id; ``precision`` fp32 (exact) or bf16/auto."""
-        from rectok_core.models.tokenizer import load_tokenizer
-
+                        precision: str = "fp32", revision: str | None = None,
+                        cache_dir: str | os.PathLike[str] | None = None, local_files_only: bool = False,
+                        image_size: int | None = None) -> Tokenizer:
+        """From a tokenizer checkpoint, export folder or Hub id; ``precision`` fp32 (exact) or bf16/auto.
+        ``revision``, ``cache_dir``, ``local_files_only``: for a Hub id, as ``huggingface_hub`` takes them.
+        ``FAMILY:SOURCE`` loads a tokenizer of another family (``rectok tokenizers``) at ``image_size`` (default 256)."""
         dev = resolve_device(device)
-        model, meta = load_tokenizer(str(source), use_ema=weights == "ema", device=dev)
+        family, source = split_spec(source)
+        if family != "rectok":
+            model, meta = load_any_tokenizer(f"{family}:{source}", device=dev, image_size=image_size)
+            return cls(model, meta, dev, precision)
+        local = _local(source, _hub_options(revision, cache_dir, local_files_only))
+        model, meta = load_tokenizer(local, use_ema=weights == "ema", device=dev)
         return cls(model, meta, dev, precision)
+
+    def _source(self) -> tuple[str, str, str, torch.nn.Module]:
+        family = self.meta.get("family", "rectok")
+        if family != "rectok":
+            raise RectokError(f"save_pretrained and push_to_hub write rectok tokenizers; this one is {family}'s "
+                              f"published model ({self.meta.get('source')}): share its own release instead")
+        return self.meta["path"], self.meta["weights"], "tokenizer", self.model
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def __repr__(self) -> str:
+        family = self.meta.get("family", "rectok")
+        what = f"RecTok {self.meta.get('stage') or 'tokenizer'}" if family == "rectok" else family
+        return (f"Tokenizer({what}, {self.image_size} px → latents {'×'.join(map(str, self.latent_shape))}, "
+                f"{_millions(self.model)} params, {self.meta.get('weights')} weights, device={self.device}, "
+                f"precision={self.precision}, latent_stats={'yes' if self.latent_stats is not None else 'no'}, "
+                f"source={self.meta.get('path')!r})")
 
     @property
     def image_size(self) -> int:
@@ -63,8 +164,6 @@ class Tokenizer:
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """PIL images or image paths → ADM center crop at the model's size → float (B, 3, S, S) in [0, 1]."""
         from PIL import Image
-
-        from rectok_core.data.transforms import center_crop_arr
 
         items = images if isinstance(images, (list, tuple)) else [images]
         out = []
@@ -135,17 +234,13 @@ class Tokenizer:
     def compute_latent_stats(self, data: str, stats_dir: str | None = None, batch_size: int = 64,
                              workers: int = 0) -> LatentStats:
         """The statistics over ``data`` (its train split), as ``rectok latent-stats`` computes them (and caches)."""
-        from rectok_core.data.latent_stats import load_or_compute_stats
-        from rectok_core.data.readers import build_dataset
-        from rectok_core.utils.distributed import Dist
-
         dataset = build_dataset(data, self.image_size, split="train")
         self.latent_stats = load_or_compute_stats(self.model, self.meta, dataset, stats_dir,
                                                   Dist(0, 1, 0, self.device), batch_size, workers, "fp32")
         return self.latent_stats
 
 
-class Generator:
+class Generator(_Saveable):
     """A class-conditional DiT^DH with the tokenizer that decodes its latents (and optionally a guide)."""
 
     def __init__(self, dit, tokenizer, tokenizer_meta: dict, guide=None, device: torch.device | None = None,
@@ -158,19 +253,35 @@ class Generator:
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike[str], tokenizer: str | None = None, guide: str | None = None,
                         device: str = "auto", weights: str = "ema", precision: str = "auto",
-                        compile: bool | None = None) -> Generator:
+                        compile: bool | None = None, revision: str | None = None,
+                        cache_dir: str | os.PathLike[str] | None = None, local_files_only: bool = False) -> Generator:
         """From a DiT checkpoint, export folder or Hub id. ``tokenizer``: default the one the DiT records (its
-        sha256 is checked); ``guide``: a smaller DiT of the same latent space for AutoGuidance."""
-        from rectok_core.sampling.generate import check_guide, load_dit, load_matching_tokenizer
-
+        sha256 is checked); ``guide``: a smaller DiT of the same latent space for AutoGuidance. ``revision`` (of
+        ``source``), ``cache_dir``, ``local_files_only``: for Hub ids, as ``huggingface_hub`` takes them."""
         dev = resolve_device(device)
-        dit = load_dit(str(source), weights, dev)
-        tok, meta = load_matching_tokenizer(dit, str(tokenizer) if tokenizer else None, dev)
+        hub = _hub_options(revision, cache_dir, local_files_only)
+        dit = load_dit(_local(source, hub), weights, dev)
+        tok, meta = load_matching_tokenizer(dit, _local(tokenizer, {**hub, "revision": None}), dev)
         g = None
         if guide is not None:
-            g = load_dit(str(guide), weights, dev)
+            g = load_dit(_local(guide, {**hub, "revision": None}), weights, dev)
             check_guide(dit, g)
         return cls(dit, tok, meta, g, dev, precision, compile)
+
+    def _source(self) -> tuple[str, str, str, torch.nn.Module]:
+        return self.dit.path, self.dit.weights, "dit", self.dit.model
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.dit.model, self.tokenizer] + ([self.guide.model] if self.guide is not None else [])
+
+    def __repr__(self) -> str:
+        c = self.dit.model.config
+        guide = f", guide {_millions(self.guide.model)} params" if self.guide is not None else ""
+        return (f"Generator(DiT^DH trunk {c.width}×{c.depth}, head {c.head_width}×{c.head_depth}, "
+                f"{_millions(self.dit.model)} params, {c.num_classes} classes, latents {c.in_channels}×"
+                f"{c.input_size}×{c.input_size} → {self.image_size} px (tokenizer {_millions(self.tokenizer)} "
+                f"params){guide}, step {self.dit.step}, {self.dit.weights} weights, device={self.device}, "
+                f"precision={self.precision}, source={self.dit.path!r})")
 
     @property
     def num_classes(self) -> int:
@@ -185,8 +296,6 @@ class Generator:
         return self.tokenizer.cfg.image_size
 
     def _guide(self, guide) -> Any:
-        from rectok_core.sampling.generate import check_guide, load_dit
-
         if guide is None:
             return self.guide
         if isinstance(guide, Generator):
@@ -205,10 +314,6 @@ class Generator:
         in [0, 1]. Sample ``k`` uses the noise of sample index ``indices[k]`` (default ``k``); with labels
         ``i mod K`` these are ``rectok sample``'s images. ``cfg``: none, cfg (null class) or autoguidance (a
         ``guide`` checkpoint / Generator, or the one given to :meth:`from_pretrained`)."""
-        from rectok_core.sampling.folder import SampleConfig
-        from rectok_core.sampling.generate import RowPadded, build_velocity, decode_latents, generate_latents
-        from rectok_core.utils.images import to_uint8
-
         y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         idx = torch.arange(len(y)) if indices is None else torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         K = self.num_classes

@@ -9,12 +9,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from rectok_core.config_values import coerce, field_types
 from rectok_core.errors import RectokError
+
+#: Which weights of a checkpoint a command uses (``--weights``): the EMA copy (what evaluation uses) or the raw trained ones.
+WEIGHTS = ("ema", "raw")
 
 
 def section(cls: type, cli: bool = True, **defaults: Any) -> Any:
@@ -23,17 +28,24 @@ def section(cls: type, cli: bool = True, **defaults: Any) -> Any:
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True, flag_type: type | None = None,
-        aliases: tuple[str, ...] = (), required: bool = False, **kw) -> Any:
+        aliases: tuple[str, ...] = (), required: bool = False, flag: str | None = None, **kw) -> Any:
     """A dataclass field with its CLI help, allowed values and whether it is exposed as a flag; ``flag_type``
     names the flag's type when the default is None (e.g. a bool whose None means "auto"); ``aliases`` are extra
-    flag spellings (e.g. ``--vfm`` for ``--teacher``); a ``required`` option must be given a non-empty value."""
+    flag spellings (e.g. ``--vfm`` for ``--teacher``); a ``required`` option must be given a non-empty value;
+    ``flag`` is the flag when it is not the field's name (``--eval`` for ``eval_file``: see :func:`flag_of`)."""
     md = {"help": help, "choices": choices, "cli": cli, "type": flag_type, "aliases": tuple(aliases),
-          "required": required}
+          "required": required, "flag": flag}
     if "default_factory" in kw:  # computed when the config is made (e.g. from the machine); ``default`` unused
         return field(metadata=md, **kw)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
+
+
+def flag_of(name: str, f: dataclasses.Field) -> str:
+    """The command-line flag of the flat option ``name`` (its field ``f``): ``--name-with-dashes`` unless the field
+    names another."""
+    return f.metadata.get("flag") or "--" + name.replace("_", "-")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,11 +161,14 @@ def set_path(cfg: Any, path: tuple[str, ...], value: Any) -> None:
 
 
 def build_config(cls: type, presets: dict[str, dict], preset: str, overrides: dict[str, Any]) -> Any:
-    """Defaults → preset → explicit overrides (flat names), then validation of allowed values."""
+    """Defaults → recipe (configs with ``apply_recipe``) → preset → explicit overrides (flat names), then
+    validation of allowed values."""
     if preset not in presets:
         raise RectokError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
     cfg = cls()
     cfg.preset = preset
+    if hasattr(cfg, "apply_recipe"):  # a config with a --recipe: defaults → recipe → preset → flags
+        cfg.apply_recipe(overrides.get("recipe") or cfg.recipe)
     for section, values in presets[preset].items():
         for k, v in values.items():
             setattr(getattr(cfg, section), k, v)
@@ -183,6 +198,36 @@ def apply_flags(cfg: Any, overrides: dict[str, Any]) -> Any:
     return cfg
 
 
+def settings(cls: type, cfg: Any = None, **given: Any) -> Any:
+    """``cfg`` (default: ``cls()``) with the settings ``given`` by name (None: not given; paths may be
+    ``os.PathLike``), checked: what an entry point does with its ``cfg`` and keyword arguments."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise RectokError(f"unknown {cls.__name__} setting {unknown[0]!r}; choose from {', '.join(sorted(names))}")
+    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in given.items() if v is not None}
+    return apply_flags(dataclasses.replace(cfg if cfg is not None else cls(), **values), {})
+
+
+def to_argv(cls: type, options: dict[str, Any]) -> tuple[str, ...]:
+    """The command-line flags that set ``options`` (flat option names of the config ``cls`` → values; None: left
+    out) on the command whose options ``cls`` generates: ``--name value``, or ``--name`` / ``--no-name`` for a bool.
+    A name ``cls`` does not have is an error here, when the command line is built, not when it runs."""
+    fields = flat_fields(cls)
+    argv: list[str] = []
+    for name, value in options.items():
+        if name not in fields:
+            raise RectokError(f"{cls.__name__} has no option {name!r}")
+        if value is None:
+            continue
+        flag = flag_of(name, fields[name][1])
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    return tuple(argv)
+
+
 def check_choices(cfg: Any) -> None:
     for name, (path, f) in flat_fields(type(cfg)).items():
         choices = f.metadata.get("choices")
@@ -195,6 +240,19 @@ RESUME_MUTABLE = {"resume", "data", "steps", "epochs", "workers", "device", "log
                   "keep_every", "image_every", "strict_data", "compile", "log"}
 
 
+#: Fields added after runs had been saved without them, with the value that reproduces what those runs did
+#: (``lr_scale_accum``: before it existed the learning rate always scaled with ``--grad-accum``).
+LEGACY_VALUES = {"lr_scale_accum": True}
+
+
+def _saved_has(saved: dict, path: tuple[str, ...]) -> bool:
+    for p in path:
+        if not isinstance(saved, dict) or p not in saved:
+            return False
+        saved = saved[p]
+    return True
+
+
 def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
     """The configuration saved with a run, plus the explicit flags that may change when resuming.
 
@@ -202,6 +260,9 @@ def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
     """
     cfg = from_dict(cls, saved)
     fields = flat_fields(cls)
+    for name, value in LEGACY_VALUES.items():  # a run saved before the field existed keeps its old behaviour
+        if name in fields and not _saved_has(saved, fields[name][0]):
+            set_path(cfg, fields[name][0], value)
     for k, v in overrides.items():
         if v is None or k not in fields:
             continue
@@ -248,8 +309,10 @@ def load_config_file(path: str | Path) -> dict:
 
 def file_overrides(cls: type, data: dict, source: str = "--config") -> dict[str, Any]:
     """The flat option values of a config-file mapping: nested sections as a saved ``config.json`` has them, or flat
-    option names (``dim: 128``), or both. Unknown keys are an error; derived fields (not options, e.g. the width of
-    the teacher or the checkpoint being fine-tuned) and ``resume`` are accepted and ignored."""
+    option names (``dim: 128``), or both. Each value is coerced to its field's type (``blr: 1e-4``, a string to
+    YAML, is a float; :mod:`rectok_core.config_values`); a value that does not fit is a one-line error. Unknown keys
+    are an error; derived fields (not options, e.g. the width of the teacher or the checkpoint being fine-tuned) and
+    ``resume`` are accepted and ignored."""
     fields = flat_fields(cls)
     out: dict[str, Any] = {}
 
@@ -259,7 +322,7 @@ def file_overrides(cls: type, data: dict, source: str = "--config") -> dict[str,
             key = k.replace("-", "_") if isinstance(k, str) else k
             if key not in names:
                 if not prefix and key in fields:  # a flat option name at the top level
-                    out[key] = v
+                    out[key] = coerce(str(k), _leaf_type(cls, fields[key][0]), v, source)
                     continue
                 where = ".".join(prefix + (str(k),))
                 raise RectokError(f"{source}: unknown key {where!r} for {cls.__name__}")
@@ -271,17 +334,24 @@ def file_overrides(cls: type, data: dict, source: str = "--config") -> dict[str,
                     raise RectokError(f"{source}: {'.'.join(prefix + (key,))!r} must be a mapping")
                 walk(sub, v, prefix + (key,), on_cli)
             elif on_cli and key not in FILE_IGNORED and fields.get(key, ((),))[0] == prefix + (key,):
-                out[key] = v
+                out[key] = coerce(".".join(prefix + (str(k),)), field_types(c)[key], v, source)
 
     walk(cls, data, (), True)
     return out
+
+
+def _leaf_type(cls: type, path: tuple[str, ...]) -> Any:
+    """The annotated type of the field at ``path`` inside the nested config ``cls``."""
+    for name in path[:-1]:
+        cls = _nested_type(cls, name)
+    return field_types(cls)[path[-1]]
 
 
 def merge_file(cls: type, overrides: dict[str, Any], config_file: str | Path | None) -> dict[str, Any]:
     """``overrides`` (explicit flags; None = not given) on top of the values of ``config_file``."""
     if not config_file:
         return dict(overrides)
-    merged = file_overrides(cls, load_config_file(config_file))
+    merged = file_overrides(cls, load_config_file(config_file), f"--config {config_file}")
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return merged
 

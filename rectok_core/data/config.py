@@ -3,10 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rectok_core.config import check_choices, device_spec, nonneg, opt, positive
-from rectok_core.data.latent_cache import CACHE_DTYPES, DEFAULT_SHARD_SIZE
-from rectok_core.data.latent_stats import ENCODE_PRECISIONS
-from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive
+
+#: Storage dtypes of a latent cache's posterior moments.
+CACHE_DTYPES = ("float16", "float32")
+
+
+#: Images per latent-cache shard file.
+DEFAULT_SHARD_SIZE = 4096
+
+
+#: Encoder precisions of latent statistics and latent caches.
+ENCODE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass

@@ -29,6 +29,7 @@ import functools
 import logging
 import operator
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,6 +50,42 @@ logger = logging.getLogger(__name__)
 #: Split names: a folder whose sub-folders all carry one of them is a split tree (``DIR/train``, ``DIR/val``,
 #: ...), never read as classes called ``train`` and ``val``.
 SPLIT_NAMES: frozenset[str] = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+#: The evaluation splits, in the order :func:`evaluation_split` picks one when none is named.
+EVAL_SPLITS: tuple[str, ...] = ("val", "valid", "validation", "test")
+
+
+def splits_in(spec: str) -> list[str]:
+    """The splits a folder holds: its sub-folders when all carry split names (a split tree), else the split
+    prefixes of its ``.tar`` shards (``test-0000.tar``) when all have one; [] for anything else."""
+    if not os.path.isdir(spec):
+        return []
+    try:
+        with os.scandir(spec) as it:
+            entries = [(e.name, e.is_dir()) for e in it if not e.name.startswith(".")]
+    except OSError:
+        return []
+    subdirs = {name for name, is_dir in entries if is_dir}
+    if subdirs:
+        return sorted(subdirs) if subdirs <= SPLIT_NAMES else []
+    prefixes = {re.split(r"[-_]", name, maxsplit=1)[0] for name, _ in entries if name.endswith(".tar")}
+    return sorted(prefixes) if prefixes and prefixes <= SPLIT_NAMES else []
+
+
+def evaluation_split(spec: str, split: str | None = None) -> tuple[str, str]:
+    """The split to evaluate ``spec`` on, and why when it is not ``val``: ``split`` when named, else ``val``, unless
+    ``spec`` holds splits without ``val`` but with another evaluation split (``train/`` and ``test/``): then the
+    first of :data:`EVAL_SPLITS` it has, with the reason (``DIR has no val/ split: using its test/ split``)."""
+    if split:
+        return split, ""
+    have = splits_in(spec)
+    if "val" in have:
+        return "val", ""
+    for name in EVAL_SPLITS:
+        if name in have:
+            return name, f"{spec} has no val/ split: using its {name}/ split"
+    return "val", ""
 
 
 #: The largest ``image_size`` a dataset produces (a typo such as 2560000 must not allocate terabytes).
@@ -277,6 +314,34 @@ def digits(image_size: int = 32, split: str = "train") -> ImageDataset:
     else:
         raise DataError(f"digits: unknown split {split!r} (expected train, val, test or all)")
     return DigitsDataset(pixels, targets, hues, indices.tolist(), image_size, split)
+
+
+def describe_dataset(dataset: Any) -> str:
+    """One line on what a run reads: ``data: 1437 images, 10 classes, from digits (train)`` (the folder, split
+    folder, list file or latent cache it was read from; ``unlabelled`` for a dataset without classes)."""
+    classes = len(getattr(dataset, "classes", []) or [])
+    where = getattr(dataset, "source", "") or str(getattr(dataset, "folder", "")) or "?"
+    what = "cached latents" if hasattr(dataset, "folder") and not hasattr(dataset, "items") else "images"
+    return f"data: {len(dataset)} {what}, {f'{classes} classes' if classes else 'unlabelled'}, from {where}"
+
+
+def stratified_indices(labels: Sequence[int | None], n: int, seed: int = 0) -> list[int]:
+    """``n`` item indices (all when there are fewer) spread over the classes, the same for the same labels and
+    ``seed``: classes take turns in a seeded order, each giving its images in a seeded order, so a reconstruction
+    grid shows several classes rather than the first files by path (all one class). Unlabelled items (None or a
+    negative label) form one group. The indices are returned in that interleaved order."""
+    rng = np.random.default_rng(seed)
+    groups: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(-1 if label is None or label < 0 else int(label), []).append(i)
+    queues = [rng.permutation(groups[k]) for k in sorted(groups)]
+    queues = [queues[j] for j in rng.permutation(len(queues))]
+    out: list[int] = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        out.extend(int(q[turn]) for q in queues if turn < len(q))
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def limit_per_class(dataset: ImageDataset, n: int) -> ImageDataset:

@@ -13,6 +13,7 @@ label ``A``.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -142,6 +143,30 @@ def list_images(folder: str | os.PathLike[str]) -> list[str]:
     keep, duplicates = unique_files(listing.files)
     report(root, listing, duplicates)
     return [listing.files[i] for i in keep]
+
+
+#: ``--data`` specs that name no path (built-in datasets): kept as written.
+KEYWORD_SPECS: frozenset[str] = frozenset({"digits"})
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with its local paths made absolute, so that a config saved with it works from any folder.
+
+    An existing file or folder, the list and root of ``LIST@ROOT``, and the folder of a glob that matches are made
+    absolute; keywords (``digits``), URLs and what exists nowhere here (a Hugging Face Hub id ``owner/name``, a typo
+    that fails later with its own message) are kept as written.
+    """
+    if not spec or spec in KEYWORD_SPECS or "://" in spec:
+        return spec
+    if os.path.exists(spec):
+        return os.path.abspath(spec)
+    for at, char in enumerate(spec):  # LIST@ROOT (the first '@' after which the list file exists)
+        if char == "@" and os.path.isfile(spec[:at]):
+            root = spec[at + 1:]
+            return f"{os.path.abspath(spec[:at])}@{os.path.abspath(root) if os.path.exists(root) else root}"
+    if glob.has_magic(spec) and glob.glob(spec):
+        return os.path.abspath(spec)
+    return spec
 
 
 def report(root: str, listing: Listing, duplicates: int) -> None:

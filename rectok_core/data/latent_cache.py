@@ -40,13 +40,14 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from rectok_core.config import choice, positive
+from rectok_core.data.config import CACHE_DTYPES, DEFAULT_SHARD_SIZE
 from rectok_core.data.datasets import ImageDataset
 from rectok_core.data.latent_stats import (
     ENCODE_PRECISIONS,
@@ -61,12 +62,9 @@ from rectok_core.data.readers import build_dataset
 from rectok_core.data.sampler import build_loader
 from rectok_core.errors import DataError, RectokError
 from rectok_core.models.tokenizer import RecTok
-from rectok_core.training.engine import progress
 from rectok_core.utils import distributed
 from rectok_core.utils.files import DiskFull, read_format_json, write_json_atomic
-
-if TYPE_CHECKING:
-    from rectok_core.data.config import CacheLatentsConfig
+from rectok_core.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +74,6 @@ CACHE_FORMAT = "rectok-latent-cache"
 
 
 
-CACHE_DTYPES = ("float16", "float32")
-
-
-DEFAULT_SHARD_SIZE = 4096
 
 
 class LatentCacheError(RectokError):
@@ -356,23 +350,3 @@ def _finish_index(folder: Path, fresh: dict) -> None:
     if bad:
         logger.warning("latent cache %s: %d unreadable images are left out of training", folder, len(bad))
     write_json_atomic(folder / "index.json", {**fresh, "complete": True, "bad": sorted(bad), "stats": stats.to_json()})
-
-
-def cache_latents(tokenizer_path: str, cfg: CacheLatentsConfig) -> LatentCache:
-    """``rectok cache-latents``: build (or finish) the latent cache of a tokenizer checkpoint on ``cfg.data``
-    (default: the data the tokenizer was trained on)."""
-    from rectok_core.models.tokenizer import load_tokenizer
-
-    cfg.validate()
-    d = distributed.setup(cfg.device)
-    try:
-        if d.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        tokenizer, meta = load_tokenizer(tokenizer_path, use_ema=cfg.weights == "ema", device=d.device)
-        data = cfg.data or meta["config"]["run"]["data"]
-        return ensure_latent_cache(cfg.out, tokenizer, meta, data, d, batch_size=cfg.batch_size, workers=cfg.workers,
-                                   strict=cfg.strict_data, shard_size=cfg.shard_size, dtype=cfg.dtype,
-                                   precision=cfg.precision)
-    finally:
-        distributed.cleanup()

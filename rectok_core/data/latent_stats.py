@@ -11,13 +11,16 @@ from typing import Any
 
 import torch
 
+from rectok_core.data.config import ENCODE_PRECISIONS  # noqa: F401 - re-exported (defined without torch)
 from rectok_core.data.datasets import ImageDataset
 from rectok_core.data.sampler import build_loader, drop_bad
 from rectok_core.errors import DataError, RectokError
 from rectok_core.models.tokenizer import RecTok
-from rectok_core.training.engine import autocast, progress
 from rectok_core.utils import distributed
+from rectok_core.utils.env import cache_dir
 from rectok_core.utils.files import write_json_atomic
+from rectok_core.utils.progress import progress
+from rectok_core.utils.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +30,6 @@ VERSION = 1
 
 STATS_FORMAT = "rectok-latent-stats"
 
-
-ENCODE_PRECISIONS = ("fp32", "bf16")
 
 
 MIN_STD = 1e-8  # a channel whose posterior mean never varies cannot be normalised
@@ -151,15 +152,23 @@ def compute_latent_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: Image
 
 
 def default_stats_dir() -> Path:
-    """``<rectok cache>/latent-stats`` (the cache root of :func:`rectok_core.inception.cache_dir`)."""
-    from rectok_core.metrics.inception_weights import cache_dir
-
+    """``<rectok cache>/latent-stats`` (the cache root of :func:`rectok_core.utils.env.cache_dir`)."""
     return cache_dir() / "latent-stats"
 
 
 def stats_file(stats_dir: str | os.PathLike[str], tokenizer_sha256: str, weights: str, fingerprint: str) -> Path:
     """The statistics file of (tokenizer content hash, tokenizer weights, data fingerprint)."""
     return Path(stats_dir) / f"latent-stats-{tokenizer_sha256[:16]}-{weights}-{fingerprint[:12]}.json"
+
+
+def is_stats_json(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a latent-statistics JSON rectok wrote (``format: rectok-latent-stats``): the only file
+    ``latent-stats --out`` replaces without ``--overwrite``."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == STATS_FORMAT
 
 
 def read_stats_file(path: Path, tokenizer_sha256: str, weights: str, fingerprint: str) -> LatentStats | None:

@@ -1,10 +1,10 @@
 """Dataset readers and the registry that turns a ``--data`` spec into a dataset (recipe §6).
 
-A reader is registered with :func:`register_reader`: a ``build(spec, image_size, split, strict)`` function, a
-``claims(spec)`` test, a priority (lower is asked first) and a ``make_example(tmpdir)`` hook that writes a tiny
-dataset of its kind and returns ``(spec, labels in dataset order or None)`` (the tests run every registered
-reader through the same checks with it). :func:`build_dataset` asks the readers in priority order and builds
-with the first that claims the spec. Built in:
+A reader is registered with :func:`register_reader` (into ``rectok_core.data.READERS``, where every reader is
+declared in one line): a ``build(spec, image_size, split, strict)`` function, a ``claims(spec)`` test and a
+priority (lower is asked first). :func:`build_dataset` asks the readers in priority order and builds with the
+first that claims the spec. The tests run every registered reader through the same checks, on a tiny dataset
+of its kind written by the tests' own fixtures. Built in:
 
 * ``digits`` — scikit-learn's 8×8 digits (the keyword wins over a folder of that name: write ``./digits``);
 * ``tar`` — webdataset tar shards (:mod:`rectok_core.data.tar`): a folder of ``*.tar``, a glob or one ``.tar``;
@@ -26,8 +26,8 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
+from rectok_core.data import READERS
 from rectok_core.data.datasets import SPLIT_NAMES, ImageDataset, Item, digits
 from rectok_core.data.files import Listing, is_image_name, report, scan_images, unique_files
 from rectok_core.errors import DataError, _one_line
@@ -40,7 +40,6 @@ MAX_CLASSES = 100_000
 
 
 Builder = Callable[[str, int, "str | None", bool], ImageDataset]
-Example = Callable[[Path], "tuple[str, list[int] | None]"]
 
 
 @dataclass(frozen=True)
@@ -50,29 +49,24 @@ class Reader:
     name: str
     claims: Callable[[str], bool]
     build: Builder
-    make_example: Example | None = None
     priority: int = 50
 
 
-_READERS: dict[str, Reader] = {}
-
-
-def register_reader(name: str, *, claims: Callable[[str], bool], priority: int = 50,
-                    make_example: Example | None = None) -> Callable[[Builder], Builder]:
-    """Decorator registering ``build(spec, image_size, split, strict) -> ImageDataset`` as reader ``name``.
-
-    ``claims(spec)`` says whether the reader handles the spec; readers are asked by increasing ``priority``.
-    Registering a name again replaces the reader.
+def register_reader(name: str, *, claims: Callable[[str], bool],
+                    priority: int = 50) -> Callable[[Builder], Builder]:
+    """Decorator registering ``build(spec, image_size, split, strict) -> ImageDataset`` as reader ``name`` in
+    ``READERS``. ``claims(spec)`` says whether the reader handles the spec; readers are asked by increasing
+    ``priority``. A name registered twice is an error.
     """
     def deco(build: Builder) -> Builder:
-        _READERS[name] = Reader(name, claims, build, make_example, priority)
+        READERS.add(name, Reader(name, claims, build, priority))
         return build
     return deco
 
 
 def readers() -> list[Reader]:
-    """The registered readers in the order :func:`build_dataset` asks them."""
-    return sorted(_READERS.values(), key=lambda r: (r.priority, r.name))
+    """The registered readers (every declared one imported) in the order :func:`build_dataset` asks them."""
+    return sorted(READERS.values(), key=lambda r: (r.priority, r.name))
 
 
 def reader_for(spec: str) -> Reader:
@@ -231,50 +225,17 @@ def _split_list_spec(spec: str) -> tuple[str, str] | None:
 
 # --- registrations ---------------------------------------------------------------------------------------------
 
-def _write_images(folder: Path, names: list[str], seed: int) -> None:
-    """Small random RGB images (format from the suffix) for the readers' examples."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for name in names:
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(path)
-
-
-def _digits_example(tmpdir: Path) -> tuple[str, list[int] | None]:
-    return "digits", None
-
-
-@register_reader("digits", claims=lambda spec: spec == "digits", priority=0, make_example=_digits_example)
+@register_reader("digits", claims=lambda spec: spec == "digits", priority=0)
 def _build_digits(spec: str, image_size: int, split: str | None, strict: bool) -> ImageDataset:
     return digits(image_size, split or "all")
 
 
-def _folder_example(tmpdir: Path) -> tuple[str, list[int] | None]:
-    root = tmpdir / "folder"
-    _write_images(root / "train", ["a/0.png", "a/1.jpg", "b/2.png", "b/sub/3.png", "c/4.png", "c/5.png"], seed=1)
-    (root / "val").mkdir()
-    return str(root), [0, 0, 1, 1, 2, 2]
-
-
-@register_reader("folder", claims=os.path.isdir, priority=30, make_example=_folder_example)
+@register_reader("folder", claims=os.path.isdir, priority=30)
 def _build_folder(spec: str, image_size: int, split: str | None, strict: bool) -> ImageDataset:
     return image_folder(split_folder(spec, split), image_size, strict)
 
 
-def _list_example(tmpdir: Path) -> tuple[str, list[int] | None]:
-    root = tmpdir / "listed"
-    names = ["x/0.png", "x/1.png", "y/2.jpg", "3.png", "4.png"]
-    _write_images(root, names, seed=2)
-    labels = [4, 0, 2, 2, 1]
-    (tmpdir / "list.txt").write_text("# path label\n" + "".join(f"{n} {c}\n" for n, c in zip(names, labels)))
-    return f"{tmpdir / 'list.txt'}@{root}", labels
-
-
-@register_reader("list", claims=lambda spec: _split_list_spec(spec) is not None, priority=40,
-                 make_example=_list_example)
+@register_reader("list", claims=lambda spec: _split_list_spec(spec) is not None, priority=40)
 def _build_list(spec: str, image_size: int, split: str | None, strict: bool) -> ImageDataset:
     found = _split_list_spec(spec)
     if found is None:
@@ -283,6 +244,3 @@ def _build_list(spec: str, image_size: int, split: str | None, strict: bool) -> 
     if not os.path.isdir(root):
         raise DataError(f"image root {root} of list file {list_path} is not a folder")
     return list_file(list_path, root, image_size, strict)
-
-
-from rectok_core.data import tar as _tar  # noqa: E402,F401  (registers the tar reader)

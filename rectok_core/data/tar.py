@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import tarfile
-from pathlib import Path
 
 from PIL import Image
 
@@ -176,37 +175,6 @@ def _claims(spec: str) -> bool:
     return bool(_tars_in(spec)) or any(_tars_in(os.path.join(spec, s)) for s in SPLIT_NAMES)
 
 
-def write_shards(folder: Path, prefix: str, labels: list[int | None], per_shard: int, seed: int = 0) -> list[Path]:
-    """Write tiny random PNG samples with ``labels`` as shards ``prefix-0000.tar`` … (tests and examples)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for first in range(0, len(labels), per_shard):
-        path = folder / f"{prefix}-{first // per_shard:04d}.tar"
-        with tarfile.open(path, "w") as tar:
-            for i in range(first, min(first + per_shard, len(labels))):
-                buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(buf, format="PNG")
-                members = [(f"{i:04d}.png", buf.getvalue())]
-                if labels[i] is not None:
-                    members.append((f"{i:04d}.cls", str(labels[i]).encode()))
-                for name, data in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        paths.append(path)
-    return paths
-
-
-def _tar_example(tmpdir: Path) -> tuple[str, list[int] | None]:
-    labels = [3, 1, 0, 2, 1, 0, 3]
-    write_shards(tmpdir / "shards", "train", labels, per_shard=3)
-    write_shards(tmpdir / "shards", "val", [0, 1], per_shard=3, seed=1)
-    return str(tmpdir / "shards"), labels
-
-
-@register_reader("tar", claims=_claims, priority=10, make_example=_tar_example)
+@register_reader("tar", claims=_claims, priority=10)
 def _build_tar(spec: str, image_size: int, split: str | None, strict: bool) -> TarShardDataset:
     return TarShardDataset(find_shards(spec, split), image_size, strict, source=spec)

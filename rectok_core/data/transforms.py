@@ -5,7 +5,9 @@
 * ``RGB`` as is; ``L`` and ``1`` (black/white) replicated to three channels; ``CMYK`` and ``YCbCr`` through PIL;
 * 16-bit (``I;16*``) and 32-bit integer ``I`` images are taken as 16-bit data, ``0 … 65535`` → ``0 … 255``
   (``round(v / 257)``); PIL's own ``convert("RGB")`` clips them, turning almost every pixel white;
-* ``F`` (float) images are taken as ``[0, 1]`` data;
+* ``F`` (float) images are taken as ``[0, 1]`` data when their values fit it (up to 2, the excess clipped);
+  larger values are read by their range, ``0 … 255`` or ``0 … 65535`` (else the image's own maximum), never
+  clipped to white, and a warning says so once per process;
 * images with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour) are composited on a
   **white** background: ``out = alpha · colour + (1 − alpha) · 255``. Dropping alpha instead (torchvision's
   loader) shows whatever colour the transparent pixels happen to store, often black.
@@ -40,6 +42,22 @@ def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.round(rgb.astype(np.float32) * a + 255.0 * (1.0 - a)).clip(0, 255).astype(np.uint8)
 
 
+_WARNED: set[float] = set()  # the float ranges already reported (once per process each)
+
+
+def float_grey(arr: np.ndarray, name: str) -> np.ndarray:
+    """Float pixel values as 8-bit grey: ``[0, 1]`` data scaled by 255; values beyond 2 are read as ``0 … 255``,
+    ``0 … 65535`` or ``0 … max`` data, with one warning per range, instead of all turning white."""
+    arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    hi = float(arr.max()) if arr.size else 0.0
+    top = 1.0 if hi <= 2.0 else 255.0 if hi <= 255.0 else 65535.0 if hi <= 65535.0 else hi
+    if hi > 1.0 and top not in _WARNED:
+        _WARNED.add(top)
+        how = "values above 1 clipped to white" if top == 1.0 else f"read as 0 … {top:g} data"
+        logger.warning("%s holds float pixels up to %g (not 0 … 1): %s (said once)", name, hi, how)
+    return np.round(arr.clip(0, top) / top * 255.0).astype(np.uint8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """``img`` (any PIL mode) as an 8-bit RGB image (rules in the module docs). Raises ``ValueError`` for an
     oversized image (:func:`check_size`) and the usual PIL errors for a corrupt one."""
@@ -52,7 +70,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         grey = np.round(arr.clip(0, 65535) / 257.0).astype(np.uint8)
         return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
     if mode == "F":
-        grey = np.round(np.nan_to_num(np.asarray(img, dtype=np.float64)).clip(0, 1) * 255.0).astype(np.uint8)
+        grey = float_grey(np.asarray(img, dtype=np.float64), getattr(img, "filename", "") or "a float image")
         return Image.fromarray(np.repeat(grey[..., None], 3, axis=-1))
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")

@@ -20,18 +20,23 @@ Its single Euler first step adds an ``O(h²)`` local error once, which keeps the
 linear multistep method, so on stiff or very coarse grids it is less stable than Heun.
 
 Adding a solver: decorate ``fn(velocity_fn, x, y, grid) -> x_end`` (``x`` fp32, ``grid`` fp32 on ``x``'s device)
-with :func:`register_solver`; ``rectok sample --sampler`` and ``SampleConfig`` pick it up from ``SOLVERS``.
+with :func:`register_solver` and declare it in ``rectok_core/flow/__init__.py`` (one line: name, module, help);
+``rectok sample --sampler`` and ``SampleConfig`` pick it up from ``SOLVERS``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the registry imports no torch: the CLI help lists the solvers
+    import torch
 
-from rectok_core.flow.transport import VelocityFn
+    from rectok_core.flow.transport import VelocityFn
 
-SolverFn = Callable[[VelocityFn, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from rectok_core.flow import SOLVERS
+
+SolverFn = Callable[["VelocityFn", "torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -49,39 +54,36 @@ class Solver:
         return self.calls_per_step * (num_points - 1)
 
 
-#: Registered solvers by name, in registration order (``euler`` first: the default).
-SOLVERS: dict[str, Solver] = {}
-
-
 def register_solver(name: str, order: int, calls_per_step: int = 1,
                     description: str = "") -> Callable[[SolverFn], SolverFn]:
-    """Decorator registering ``fn(velocity_fn, x, y, grid) -> x_end`` as solver ``name`` of convergence ``order``
-    making ``calls_per_step`` velocity calls per grid interval; ``description`` is its ``--sampler`` help."""
+    """Decorator registering ``fn(velocity_fn, x, y, grid) -> x_end`` in ``SOLVERS`` as solver ``name`` of
+    convergence ``order`` making ``calls_per_step`` velocity calls per grid interval; its ``--sampler`` help is the
+    declaration's (``rectok_core/flow/__init__.py``), else ``description``, else the docstring. A name registered
+    twice is an error."""
     def deco(fn: SolverFn) -> SolverFn:
-        if name in SOLVERS:
-            raise ValueError(f"ODE solver {name!r} is registered twice")
-        SOLVERS[name] = Solver(name, fn, int(order), int(calls_per_step), description or (fn.__doc__ or "").strip())
+        about = SOLVERS.description(name) if name in SOLVERS else description or (fn.__doc__ or "").strip()
+        SOLVERS.add(name, Solver(name, fn, int(order), int(calls_per_step), about), about)
         return fn
     return deco
 
 
 def solver_help(lead: str = "ODE integrator") -> str:
-    """A ``--sampler`` help text built from the registry."""
-    return f"{lead}: " + "; ".join(f"{s.name} = {s.description}" for s in SOLVERS.values())
+    """A ``--sampler`` help text built from the registry (imports nothing: ``SOLVERS.help`` is the same)."""
+    return SOLVERS.help(lead)
 
 
 def _t(grid: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     return grid[k].expand(batch)
 
 
-@register_solver("euler", order=1, description="1st order, N−1 velocity calls for N grid points")
+@register_solver("euler", order=1)
 def _euler(velocity_fn: VelocityFn, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     for k in range(grid.numel() - 1):
         x = x + (grid[k + 1] - grid[k]) * velocity_fn(x, _t(grid, k, x.shape[0]), y).float()
     return x
 
 
-@register_solver("heun", order=2, calls_per_step=2, description="2nd order trapezoid, 2·(N−1) calls")
+@register_solver("heun", order=2, calls_per_step=2)
 def _heun(velocity_fn: VelocityFn, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     for k in range(grid.numel() - 1):
         dt = grid[k + 1] - grid[k]
@@ -91,7 +93,7 @@ def _heun(velocity_fn: VelocityFn, x: torch.Tensor, y: torch.Tensor, grid: torch
     return x
 
 
-@register_solver("ab2", order=2, description="2nd order Adams–Bashforth (Euler first step), N−1 calls")
+@register_solver("ab2", order=2)
 def _ab2(velocity_fn: VelocityFn, x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     v_prev, h_prev = None, None
     for k in range(grid.numel() - 1):
@@ -106,14 +108,16 @@ def _ab2(velocity_fn: VelocityFn, x: torch.Tensor, y: torch.Tensor, grid: torch.
     return x
 
 
-@torch.no_grad()
 def sample_ode(velocity_fn: VelocityFn, x0: torch.Tensor, y: torch.Tensor, grid: torch.Tensor,
                method: str = "euler") -> torch.Tensor:
     """Integrate ``dx/dt = v(x, t, y)`` from ``grid[0]`` (noise ``x0``) to ``grid[-1]`` (data) with the registered
     solver ``method`` (see the module docstring for orders and call counts); returns the end state in fp32."""
     if method not in SOLVERS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(SOLVERS)}")
+        raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(SOLVERS.names())}")
     if grid.dim() != 1 or grid.numel() < 2:
         raise ValueError(f"the time grid must be 1-D with at least 2 points, got shape {tuple(grid.shape)}")
+    import torch
+
     x = x0.float()
-    return SOLVERS[method].fn(velocity_fn, x, y, grid.to(device=x.device, dtype=torch.float32))
+    with torch.no_grad():
+        return SOLVERS[method].fn(velocity_fn, x, y, grid.to(device=x.device, dtype=torch.float32))

@@ -17,24 +17,35 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rectok_core.checkpoints import HUB_ID, KINDS, open_checkpoint
+from rectok_core.checkpoints.folder import EXPORT_FORMAT, VERSION, WEIGHTS_FILE, read_export_config
+from rectok_core.data.latent_stats import LatentStats
 from rectok_core.errors import CheckpointError, RectokError
+from rectok_core.interop.config import ExportConfig, PushConfig, settings
+from rectok_core.interop.stats import read_stats
 from rectok_core.utils import checkpoint, files
+from rectok_core.utils.env import network_available
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "rectok-export"
-VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
 
 
-def export(ckpt: str | Path, out: str | Path, weights: str = "ema", eval_file: str | None = None,
-           license: str = "apache-2.0", tokenizer_ref: str | None = None, latent_stats: str | None = None) -> Path:
-    """Write the export folder of a tokenizer or DiT checkpoint ``ckpt`` into ``out``; returns ``out``."""
-    from safetensors.torch import save_file
+def export(ckpt: str | Path, out: str | Path | None = None, cfg: ExportConfig | None = None, **options: Any) -> Path:
+    """``rectok export``: write the export folder of a tokenizer or DiT checkpoint ``ckpt`` into ``cfg.out``;
+    returns it. It must be new, empty or an earlier export folder: another folder's files (its README.md,
+    config.json) are never replaced unless ``overwrite``. Every file is written atomically, with the usual
+    permissions. ``cfg``: the settings (:class:`~rectok_core.interop.config.ExportConfig`); ``out`` and ``options``
+    set its fields by name."""
+    from safetensors.torch import save as safetensors_bytes
 
-    ck = checkpoint.load(ckpt)
+    cfg = settings(ExportConfig, cfg, out=out, **options)
+    out, weights, eval_file, license = cfg.out, cfg.weights, cfg.eval_file or None, cfg.license
+    tokenizer_ref, latent_stats, overwrite = cfg.tokenizer_ref or None, cfg.latent_stats or None, cfg.overwrite
+    # an export folder is known by its config.json (no marker file: the folder is uploaded as it is)
+    files.claim_output_dir(out, "export", owns=is_export_folder, overwrite=overwrite, create=False)
+    ck = open_checkpoint(ckpt)
     kind = ck.get("kind")
-    if kind not in checkpoint.KINDS:
+    if kind not in KINDS:
         raise CheckpointError(f"{ckpt} holds {kind!r}, not a tokenizer or DiT checkpoint")
     state = checkpoint.state_of(ck, weights, ckpt)
     if kind == "tokenizer":
@@ -42,7 +53,8 @@ def export(ckpt: str | Path, out: str | Path, weights: str = "ema", eval_file: s
     src_path, sha = checkpoint.identity(ck, ckpt)
     out = files.ensure_writable(out)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt", "rectok_kind": kind})
+    with files.atomic_open(out / WEIGHTS_FILE, "wb", fsync=True) as f:
+        f.write(safetensors_bytes(tensors, metadata={"format": "pt", "rectok_kind": kind}))
     cfg: dict[str, Any] = {
         "format": EXPORT_FORMAT, "version": VERSION, "library": "rectok", "kind": kind, "stage": ck.get("stage"),
         "weights": weights, "step": ck.get("step"), "epoch": ck.get("epoch"), "checkpoint_sha256": sha,
@@ -59,8 +71,6 @@ def export(ckpt: str | Path, out: str | Path, weights: str = "ema", eval_file: s
     else:
         cfg["model"] = ck["config"]["model"]
         if latent_stats:
-            from rectok_core.interop.stats import read_stats
-
             cfg["latent_stats"] = read_stats(latent_stats, sha, weights).to_json()
         elif ck.get("latent_stats") is not None:
             cfg["latent_stats"] = _stats_json(ck["latent_stats"])
@@ -70,9 +80,17 @@ def export(ckpt: str | Path, out: str | Path, weights: str = "ema", eval_file: s
     return out
 
 
-def _stats_json(state: dict) -> dict:
-    from rectok_core.data.latent_stats import LatentStats
+def is_export_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an export folder's config.json (``format: rectok-export``): what ``export``
+    replaces without ``--overwrite``."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == EXPORT_FORMAT
 
+
+def _stats_json(state: dict) -> dict:
     return LatentStats.from_state(state).to_json()
 
 
@@ -139,43 +157,14 @@ def model_card(cfg: dict, metrics: dict | None) -> str:
     return "\n".join(lines)
 
 
-def read_export(folder: str | Path, kind: str | None) -> dict:
-    """The checkpoint dict of an export folder, as :func:`rectok_core.utils.checkpoint.load` gives for a file."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg = read_export_config(folder)
-    if kind is not None and cfg.get("kind") != kind:
-        raise CheckpointError(f"{folder} holds {checkpoint.KINDS.get(cfg.get('kind'), repr(cfg.get('kind')))}, but "
-                              f"{checkpoint.KINDS[kind]} is needed here")
-    wfile = folder / cfg.get("weights_file", WEIGHTS_FILE)
-    state = load_file(str(wfile))
-    ck: dict[str, Any] = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": cfg["kind"],
-                          "stage": cfg.get("stage"), "config": cfg.get("config"), "step": cfg.get("step") or 0,
-                          "epoch": cfg.get("epoch"), "ema" if cfg["weights"] == "ema" else "model": state,
-                          "imported": cfg.get("imported"), "export": cfg,
-                          "_identity": {"path": str(folder), "sha256": cfg["checkpoint_sha256"]}}
-    stats = cfg.get("latent_stats")
-    if stats is not None:
-        from rectok_core.data.latent_stats import LatentStats
-
-        ck["latent_stats"] = LatentStats.from_json(stats).state()
-    if cfg["kind"] == "dit":
-        tok = dict(cfg["tokenizer"])
-        ref = tok.pop("ref", None)
-        if ref:
-            tok["path"] = str(folder / ref) if (folder / ref).exists() else ref
-        ck.update(dit_config=cfg["dit_config"], tokenizer=tok, classes=cfg["classes"], num_classes=cfg["num_classes"],
-                  latents=cfg.get("latents"))
-    return ck
-
-
-def push(folder: str | Path, repo: str, dry_run: bool = False, private: bool = False,
-         message: str = "Upload rectok model") -> list[tuple[str, int]]:
-    """Upload an export folder to the Hub repo ``repo`` (created when missing); returns (file, bytes) of what is
-    (or, with ``dry_run``, would be) uploaded. The folder is checked first; a dry run needs no network."""
-    from rectok_core.interop.resolve import HUB_ID
-
+def push(folder: str | Path, repo: str | None = None, cfg: PushConfig | None = None,
+         **options: Any) -> list[tuple[str, int]]:
+    """``rectok push``: upload an export folder to the Hub repo ``cfg.repo`` (created when missing); returns (file,
+    bytes) of what is (or, with ``dry_run``, would be) uploaded. The folder is checked first; a dry run needs no
+    network. ``cfg``: the settings (:class:`~rectok_core.interop.config.PushConfig`); ``repo`` and ``options`` set
+    its fields by name."""
+    cfg = settings(PushConfig, cfg, repo=repo, **options)
+    repo, dry_run, private, message = cfg.repo, cfg.dry_run, cfg.private, cfg.message
     folder = Path(folder)
     read_export_config(folder)
     if not HUB_ID.match(repo) or "@" in repo:
@@ -184,7 +173,6 @@ def push(folder: str | Path, repo: str, dry_run: bool = False, private: bool = F
                if p.is_file() and not p.name.startswith(".")]
     if dry_run:
         return listing
-    from rectok_core.utils.env import network_available
 
     if not network_available():
         raise RectokError("the Hugging Face Hub is unreachable (offline): push from a machine with network access")
@@ -199,24 +187,3 @@ def push(folder: str | Path, repo: str, dry_run: bool = False, private: bool = F
         why = " ".join(str(e).split())[:200]
         raise RectokError(f"cannot upload {folder} to {repo}: {type(e).__name__}: {why}") from None
     return listing
-
-
-def read_export_config(folder: str | Path) -> dict:
-    """config.json of an export folder, checked: its format, and its weights file against the recorded sha256."""
-    folder = Path(folder)
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except OSError:
-        raise CheckpointError(f"{folder} is not a rectok export folder (no config.json): make one with rectok "
-                              f"export") from None
-    except ValueError as e:
-        raise CheckpointError(f"cannot read {folder / 'config.json'}: {e}") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{folder} is not a rectok export folder (config.json has no 'format: {EXPORT_FORMAT}')")
-    wfile = folder / cfg.get("weights_file", WEIGHTS_FILE)
-    if not wfile.is_file():
-        raise CheckpointError(f"{folder} has no {wfile.name}")
-    if files.file_sha256(wfile) != cfg.get("weights_sha256"):
-        raise CheckpointError(f"{wfile} does not match the sha256 in {folder / 'config.json'} (changed or corrupt)")
-    return cfg
-

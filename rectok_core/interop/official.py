@@ -5,13 +5,18 @@ It is read with ``torch.load(weights_only=True)``, allow-listing only the contai
 (:data:`SAFE_GLOBALS`): a pickle naming anything else (``os.system`` ...) is refused before any of it runs.
 
 What the file is comes from its keys and shapes: a tokenizer (stage 1 when it has a semantic decoder, decoder
-fine-tuned otherwise, recipe §3.2) or a DiT^DH of a known size (trunk and head widths/depths). Tokenizer keys are
+fine-tuned otherwise, recipe §3.2) or a DiT^DH (trunk and head widths/depths). Attention heads cannot be read from
+weights: they come from ``--heads``, else from the model the file's ``args`` name, else from the official size
+tables (recipe §1.1, §4.1); any other width without ``--heads`` is a one-line error naming the option. A model
+family the importer learns later follows the same rule (:func:`parse_heads`, :func:`_heads`). Tokenizer keys are
 renamed (:func:`rename_tokenizer_key`); DiT keys already match, less the persisted RoPE tables. Loading is strict:
 any key missing, left over or of the wrong shape is a one-line error.
 
 The result has the structure ``train-tokenizer`` / ``finetune-decoder`` / ``train-dit`` write, so every command
-takes it. The chosen weights (``model_ema`` by default, what the official evaluation uses) fill both weight slots
-(stored once: the tensors are shared).
+takes it. The chosen weights (``model_ema`` by default, what the official evaluation uses) fill the EMA slot, which
+every command reads by default. A tokenizer imported with ``model_ema`` keeps the file's ``model`` in its raw slot,
+so that ``finetune-decoder`` starts as the official run (recipe §3.3); otherwise (``--weights raw``, a DiT^DH) the
+chosen weights fill both slots (stored once: the tensors are shared).
 """
 from __future__ import annotations
 
@@ -29,22 +34,43 @@ from typing import Any
 import numpy as np
 import torch
 
+from rectok_core.checkpoints import load_tokenizer
 from rectok_core.config import build_config, choice, to_dict
 from rectok_core.errors import CheckpointError, RectokError
+from rectok_core.interop.config import KINDS, ImportOfficialConfig, settings
+from rectok_core.interop.stats import compute_or_read_stats, read_classes
 from rectok_core.models.dit import DIT_PRESETS, DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
+from rectok_core.training.config import (
+    DIT_TRAIN_PRESETS,
+    FINETUNE_PRESETS,
+    TOKENIZER_PRESETS,
+    DiTTrainConfig,
+    FinetuneConfig,
+    TokenizerTrainConfig,
+)
 from rectok_core.utils import checkpoint, files
 
 logger = logging.getLogger(__name__)
 
-#: What ``--kind`` may say (``auto``: from the keys; a decoder-fine-tuned file has no semantic decoder).
-KINDS = ("auto", "stage1", "decoder-ft", "dit")
 
 #: ImageNet-1k train images / the official global batch of 1024: optimizer steps per epoch (recipe §3.1, §4.5).
 STEPS_PER_EPOCH = 1_281_167 // 1024
 
-#: Attention heads of the official size table (recipe §1.1), by width; widths of rectok's presets are added.
-OFFICIAL_HEADS = {192: 4, 512: 8, 768: 12, 1024: 16, 1152: 16, 1280: 16}
+#: The official transformer size table (recipe §1.1, the official ``SIZE_DICT``): name → (width, heads).
+OFFICIAL_SIZES = {"tiny": (192, 4), "small": (512, 8), "base": (768, 12), "large": (1024, 16), "xl": (1152, 16),
+                  "huge": (1280, 16)}
+
+#: Attention heads of the official size table, by width (each width is one size).
+OFFICIAL_HEADS = {w: h for w, h in OFFICIAL_SIZES.values()}
+
+#: The official tokenizer models by ``args.model``: the size of encoder and pixel decoder (recipe §1).
+OFFICIAL_TOKENIZERS = {"rectok_BB": "base"}
+
+#: The official DiT^DH models by ``args.model``: (rectok preset, trunk (width, depth, heads), head (width, depth,
+#: heads)) (recipe §4.1).
+OFFICIAL_DITS = {"DiTDDT_s": ("S", (384, 12, 6), (2048, 2, 16)), "DiTDDT_b": ("B", (768, 12, 12), (2048, 2, 16)),
+                 "DiTDDT_l": ("L", (1024, 24, 16), (2048, 2, 16)), "DiTDDT_xl": ("XL", (1152, 28, 16), (2048, 2, 16))}
 
 #: The classes an official container may hold besides tensors and plain containers (``args`` and its values).
 SAFE_GLOBALS: list[Any] = [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath, np.dtype]
@@ -78,7 +104,7 @@ def read_official(path: str | os.PathLike[str]) -> dict:
         if unsafe:
             raise CheckpointError(f"{path} is refused: its pickle calls {', '.join(unsafe[:3])}, outside what an "
                                   f"official checkpoint holds (nothing in it was run)") from None
-        raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise CheckpointError(f"cannot read {path}: {checkpoint.read_error(e)}") from None
     if isinstance(obj, dict) and obj.get("format") == checkpoint.FORMAT:
         raise CheckpointError(f"{path} is already a rectok checkpoint: use it directly")
     if not isinstance(obj, dict) or not any(isinstance(obj.get(k), dict) for k in ("model", "model_ema")):
@@ -124,20 +150,42 @@ def tokenizer_state(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _heads(width: int, what: str) -> int:
-    from rectok_core.training.config import TOKENIZER_PRESETS
+def parse_heads(heads: str | None, most: int, option: str) -> tuple[int, ...]:
+    """``--heads`` as integers: ``"2"`` → (2,), ``"6,16"`` → (6, 16); empty or None → (). At most ``most`` values,
+    each positive; ``option`` is how the error spells the option."""
+    if not heads:
+        return ()
+    try:
+        out = tuple(int(v) for v in str(heads).split(","))
+    except ValueError:
+        raise RectokError(f"--heads {heads!r}: expected {option}") from None
+    if not 0 < len(out) <= most or min(out) <= 0:
+        raise RectokError(f"--heads {heads!r}: expected {option}")
+    return out
 
-    table = dict(OFFICIAL_HEADS)
-    for p in TOKENIZER_PRESETS.values():
-        m = p.get("model", {})
-        for w, h in (("width", "heads"), ("sem_width", "sem_heads")):
-            if w in m and h in m:
-                table.setdefault(m[w], m[h])
-    if width not in table:
-        known = ", ".join(map(str, sorted(table)))
-        raise CheckpointError(f"{what} is {width} wide, a width of no known size ({known}): its number of attention "
-                              f"heads is unknown")
-    return table[width]
+
+def _args(container: dict) -> dict[str, Any]:
+    args = container.get("args")
+    return vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
+
+
+def _heads(width: int, what: str, named: str | None, given: int | None, option: str) -> int:
+    """Attention heads of a tokenizer transformer ``width`` wide: ``given`` (``--heads``), else those of the size
+    ``named`` by the checkpoint's ``args`` when its width is this one, else the official size table's. A width
+    outside the table is never guessed: without ``--heads`` it is a one-line error naming the option."""
+    if given:
+        if width % given or (width // given) % 4:
+            raise RectokError(f"--heads {given}: {what} is {width} wide, which {given} heads do not split into head "
+                              f"dimensions divisible by 4")
+        return given
+    if named in OFFICIAL_SIZES and OFFICIAL_SIZES[named][0] == width:
+        return OFFICIAL_SIZES[named][1]
+    if width in OFFICIAL_HEADS:
+        return OFFICIAL_HEADS[width]
+    said = f" (its args name size {named}, {OFFICIAL_SIZES[named][0]} wide)" if named in OFFICIAL_SIZES else ""
+    known = ", ".join(map(str, sorted(OFFICIAL_HEADS)))
+    raise CheckpointError(f"{what} is {width} wide{said}, outside the official size table ({known}): give its "
+                          f"attention heads with {option}")
 
 
 def _count(state: dict, prefix: str) -> int:
@@ -150,13 +198,22 @@ def _shape(state: dict, key: str, what: str) -> tuple[int, ...]:
     return tuple(state[key].shape)
 
 
-def tokenizer_config(state: dict[str, torch.Tensor]) -> TokenizerModelConfig:
-    """The model config of a (renamed) official tokenizer state, from its shapes; the official RoPE variant."""
+def tokenizer_config(state: dict[str, torch.Tensor], args: dict[str, Any] | None = None,
+                     heads: str | None = None) -> TokenizerModelConfig:
+    """The model config of a (renamed) official tokenizer state, from its shapes; the official RoPE variant.
+
+    Attention heads come from ``heads`` (``--heads N`` or ``N,S``: encoder and pixel decoder, semantic decoder),
+    else from the sizes the checkpoint's ``args`` name (``model``, ``vit_sem_model_size``), else from the official
+    size table by width; a width outside that table without ``--heads`` is a one-line error (never a guess)."""
+    args = args or {}
+    given = parse_heads(heads, 2, "N or N,S (encoder and pixel decoder heads, semantic decoder heads)")
     n, width = _shape(state, "encoder.pos_embed", "tokenizer")[1:]
     patch = _shape(state, "encoder.patch_embed.weight", "tokenizer")[-1]
     grid = math.isqrt(n)
+    named = OFFICIAL_TOKENIZERS.get(str(args.get("model")))
     cfg = TokenizerModelConfig(image_size=grid * patch, patch_size=patch, width=width,
-                               depth=_count(state, "encoder.blocks."), heads=_heads(width, "the encoder"),
+                               depth=_count(state, "encoder.blocks."),
+                               heads=_heads(width, "the encoder", named, given[0] if given else None, "--heads N"),
                                dim=_shape(state, "encoder.latent_head.weight", "tokenizer")[0] // 2,
                                rope="official", teacher_dim=0)
     if "sem_decoder.net.0.weight" in state:  # the per-token MLP variant
@@ -164,14 +221,23 @@ def tokenizer_config(state: dict[str, torch.Tensor]) -> TokenizerModelConfig:
     elif any(k.startswith("sem_decoder.") for k in state):
         cfg.sem_width = _shape(state, "sem_decoder.pos_embed", "semantic decoder")[-1]
         cfg.sem_depth = _count(state, "sem_decoder.blocks.")
-        cfg.sem_heads = _heads(cfg.sem_width, "the semantic decoder")
+        cfg.sem_heads = _heads(cfg.sem_width, "the semantic decoder", args.get("vit_sem_model_size"),
+                               given[1] if len(given) > 1 else None, f"--heads {given[0] if given else 'N'},S")
         cfg.teacher_dim = _shape(state, "sem_decoder.out.weight", "semantic decoder")[0]
     cfg.validate()
     return cfg
 
 
-def dit_config(state: dict[str, torch.Tensor]) -> tuple[str, DiTConfig]:
-    """(preset name, DiTConfig) of an official DiT^DH state, matched on its trunk/head widths and depths."""
+def dit_config(state: dict[str, torch.Tensor], args: dict[str, Any] | None = None,
+               heads: str | None = None) -> tuple[str | None, DiTConfig]:
+    """(preset name or None, DiTConfig) of an official DiT^DH state: widths and depths from its shapes, attention
+    heads from ``heads`` (``--heads A,B``: trunk, head), else from the model the checkpoint's ``args`` name, else
+    from the official size whose widths and depths these are (recipe §4.1). Any other size without ``--heads`` is a
+    one-line error (never a guess). The preset is the rectok one with exactly this architecture, if any."""
+    args = args or {}
+    given = parse_heads(heads, 2, "A,B (trunk heads, head heads)")
+    if len(given) == 1:
+        raise RectokError(f"--heads {heads}: a DiT^DH needs two numbers, --heads A,B (trunk heads, head heads)")
     width = _shape(state, "s_embedder.proj.weight", "DiT")[0]
     in_ch, patch = _shape(state, "s_embedder.proj.weight", "DiT")[1:3]
     head_width = _shape(state, "x_embedder.proj.weight", "DiT")[0]
@@ -179,16 +245,30 @@ def dit_config(state: dict[str, torch.Tensor]) -> tuple[str, DiTConfig]:
     widths = [state[k].shape[1] for k in state if block.fullmatch(k)]
     depth = widths.count(width)
     head_depth = len(widths) - depth
-    for name, p in DIT_PRESETS.items():
-        if (p["width"], p["depth"], p.get("head_width", 2048), p.get("head_depth", 2)) == (width, depth, head_width,
-                                                                                        head_depth):
-            grid = math.isqrt(_shape(state, "pos_embed", "DiT")[1])
-            cfg = DiTConfig(**{**p, "in_channels": in_ch, "patch_size": patch, "input_size": grid * patch,
-                               "num_classes": _shape(state, "y_embedder.embedding_table.weight", "DiT")[0] - 1,
-                               "fourier_features": _shape(state, "t_embedder.W", "DiT")[0]})
-            return name, cfg
-    raise CheckpointError(f"a DiT^DH with widths [{width}, {head_width}] and depths [{depth}, {head_depth}] is no "
-                          f"known size ({', '.join(DIT_PRESETS)})")
+    shape = ((width, depth), (head_width, head_depth))
+    sizes = [OFFICIAL_DITS[n] for n in (str(args.get("model")),) if n in OFFICIAL_DITS] + list(OFFICIAL_DITS.values())
+    official = next(((t[2], h[2]) for _, t, h in sizes if ((t[0], t[1]), (h[0], h[1])) == shape), None)
+    if given:
+        trunk_heads, head_heads = given
+    elif official is not None:
+        trunk_heads, head_heads = official
+    else:
+        raise CheckpointError(f"a DiT^DH with widths [{width}, {head_width}] and depths [{depth}, {head_depth}] is no "
+                              f"official size ({', '.join(n.removeprefix('DiTDDT_').upper() for n in OFFICIAL_DITS)}): "
+                              f"give its attention heads with --heads A,B (trunk, head)")
+    grid = math.isqrt(_shape(state, "pos_embed", "DiT")[1])
+    try:
+        cfg = DiTConfig(width=width, depth=depth, heads=trunk_heads, head_width=head_width, head_depth=head_depth,
+                        head_heads=head_heads, in_channels=in_ch, patch_size=patch, input_size=grid * patch,
+                        num_classes=_shape(state, "y_embedder.embedding_table.weight", "DiT")[0] - 1,
+                        fourier_features=_shape(state, "t_embedder.W", "DiT")[0])
+    except ValueError as e:
+        raise RectokError(f"--heads {heads}: {e}") from None
+    arch = (width, depth, trunk_heads, head_width, head_depth, head_heads)
+    preset = next((n for n, p in DIT_PRESETS.items()
+                   if (p["width"], p["depth"], p["heads"], p.get("head_width", 2048), p.get("head_depth", 2),
+                       p.get("head_heads", 16)) == arch), None)
+    return preset, cfg
 
 
 def detect(state: dict[str, torch.Tensor], kind: str = "auto") -> str:
@@ -252,31 +332,34 @@ class ImportResult:
     description: str
 
 
-def import_official(src: str | os.PathLike[str], out: str | os.PathLike[str], kind: str = "auto",
-                    weights: str = "ema", tokenizer: str | None = None, latent_stats: str | None = None,
-                    data: str | None = None, classes: str | None = None, stats_dir: str | None = None,
-                    device: str = "auto", batch_size: int = 64, workers: int = 4) -> ImportResult:
-    """``rectok import-official``: convert an official file into a rectok checkpoint at ``out``."""
-    src, out = Path(src), Path(out)
+def import_official(src: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                    cfg: ImportOfficialConfig | None = None, **options: Any) -> ImportResult:
+    """``rectok import-official``: convert an official file into a rectok checkpoint at ``cfg.out``. ``cfg``: the
+    settings (:class:`~rectok_core.interop.config.ImportOfficialConfig`); ``out`` and ``options`` set its fields by
+    name. ``heads`` (``--heads``) gives the attention heads of a size outside the official table: ``N`` or ``N,S``
+    for a tokenizer, ``A,B`` for a DiT^DH (see :func:`tokenizer_config`, :func:`dit_config`)."""
+    cfg = settings(ImportOfficialConfig, cfg, out=out, **options)
+    src, out = Path(src), Path(cfg.out)
     container = read_official(src)
     any_state = next(v for k in ("model_ema", "model") if isinstance(v := container.get(k), dict))
-    found = detect(any_state, kind)  # what the file is comes first: then which of its weights
-    state = select_weights(container, weights, src)
+    found = detect(any_state, cfg.kind)  # what the file is comes first: then which of its weights
+    state = select_weights(container, cfg.weights, src)
+    heads = cfg.heads or None
     if found == "dit":
-        return _import_dit(src, out, container, state, weights, tokenizer, latent_stats, data, classes, stats_dir,
-                           device, batch_size, workers)
-    if tokenizer or latent_stats or data or classes:
+        return _import_dit(src, out, container, state, cfg.weights, cfg.tokenizer or None, cfg.latent_stats or None,
+                           cfg.data or None, cfg.classes or None, cfg.stats_dir or None, cfg.device, cfg.batch_size,
+                           cfg.workers, heads)
+    if cfg.tokenizer or cfg.latent_stats or cfg.data or cfg.classes:
         raise RectokError("--tokenizer, --latent-stats, --data and --classes are for a DiT^DH; this is a tokenizer")
-    return _import_tokenizer(src, out, container, state, weights, found)
+    return _import_tokenizer(src, out, container, state, cfg.weights, found, heads)
 
 
-def _import_tokenizer(src: Path, out: Path, container: dict, raw: dict, weights: str, stage: str) -> ImportResult:
-    from rectok_core.training.config import FINETUNE_PRESETS, TOKENIZER_PRESETS, FinetuneConfig, TokenizerTrainConfig
-
+def _import_tokenizer(src: Path, out: Path, container: dict, raw: dict, weights: str, stage: str,
+                      heads: str | None = None) -> ImportResult:
     state = tokenizer_state(raw)
     if stage == "decoder-ft":
         state = {k: v for k, v in state.items() if not k.startswith("sem_decoder.")}
-    mcfg = tokenizer_config(state)
+    mcfg = tokenizer_config(state, _args(container), heads)
     model = RecTok(mcfg, semantic=mcfg.teacher_dim > 0)
     raw_model = container.get("model")
     fallback = tokenizer_state(raw_model) if weights == "ema" and isinstance(raw_model, dict) else None
@@ -287,10 +370,14 @@ def _import_tokenizer(src: Path, out: Path, container: dict, raw: dict, weights:
         cfg = build_config(FinetuneConfig, FINETUNE_PRESETS, "base", {})
         cfg.tokenizer = f"official {src.name}"
     cfg.model, cfg.run.data = mcfg, ""
-    sd = model.state_dict()
+    sd = raw_sd = model.state_dict()
+    if fallback is not None:  # keep `model` too: finetune-decoder's official start reads both (recipe §3.3)
+        live = RecTok(mcfg, semantic=mcfg.teacher_dim > 0)
+        checkpoint.load_state_strict(live, {k: v for k, v in fallback.items() if k in sd}, f"{src} (model weights)")
+        raw_sd = live.state_dict()
     step, epoch = _steps(container)
     ck = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": "tokenizer", "stage": stage,
-          "config": to_dict(cfg), "step": step, "epoch": epoch, "model": sd, "ema": sd,
+          "config": to_dict(cfg), "step": step, "epoch": epoch, "model": raw_sd, "ema": sd,
           "imported": _provenance(src, container, stage, weights)}
     checkpoint.save_atomic(ck, out)
     what = "stage-1" if stage == "stage1" else "decoder-fine-tuned"
@@ -304,15 +391,11 @@ def _slot(weights: str) -> str:
 
 def _import_dit(src: Path, out: Path, container: dict, raw: dict, weights: str, tokenizer: str | None,
                 latent_stats: str | None, data: str | None, classes: str | None, stats_dir: str | None,
-                device: str, batch_size: int, workers: int) -> ImportResult:
-    from rectok_core.interop.stats import compute_or_read_stats, read_classes
-    from rectok_core.models.tokenizer import load_tokenizer
-    from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
-
+                device: str, batch_size: int, workers: int, heads: str | None = None) -> ImportResult:
     if not tokenizer:
         raise RectokError("a DiT^DH needs --tokenizer TOK.pt: the imported tokenizer whose latents it models")
     state = {k.removeprefix("module."): v for k, v in raw.items() if not _DIT_DROPPED.match(k.removeprefix("module."))}
-    preset, dcfg = dit_config(state)
+    preset, dcfg = dit_config(state, _args(container), heads)
     model = DiTDH(dcfg)
     fallback = container.get("model") if weights == "ema" else None
     fallback = {k.removeprefix("module."): v for k, v in fallback.items()} if isinstance(fallback, dict) else None
@@ -326,7 +409,9 @@ def _import_dit(src: Path, out: Path, container: dict, raw: dict, weights: str, 
     names = read_classes(classes, dcfg.num_classes) if classes else (
         names if names is not None and len(names) == dcfg.num_classes else
         [f"class_{i:04d}" for i in range(dcfg.num_classes)])
-    cfg = build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, preset, {"tokenizer": os.path.abspath(tokenizer)})
+    # a size of no rectok preset keeps the DiT default's training settings; its architecture is dit_config
+    cfg = build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, preset or DiTTrainConfig().preset,
+                       {"tokenizer": os.path.abspath(tokenizer)})
     cfg.run.data = data or ""
     sd = model.state_dict()
     step, epoch = _steps(container)
@@ -338,6 +423,7 @@ def _import_dit(src: Path, out: Path, container: dict, raw: dict, weights: str, 
           "imported": _provenance(src, container, "dit", weights)}
     if int(os.environ.get("RANK", "0")) == 0:
         checkpoint.save_atomic(ck, out)
-    return ImportResult(out, "dit", f"DiT^DH-{preset} (widths [{dcfg.width}, {dcfg.head_width}], depths "
-                                    f"[{dcfg.depth}, {dcfg.head_depth}]), {dcfg.num_classes} classes, latent "
+    return ImportResult(out, "dit", f"DiT^DH-{preset or 'custom'} (widths [{dcfg.width}, {dcfg.head_width}], depths "
+                                    f"[{dcfg.depth}, {dcfg.head_depth}], heads [{dcfg.heads}, {dcfg.head_heads}]), "
+                                    f"{dcfg.num_classes} classes, latent "
                                     f"statistics of {stats.images} images ({_slot(weights)})")

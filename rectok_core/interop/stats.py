@@ -7,11 +7,24 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from rectok_core.data.latent_stats import STATS_FORMAT, LatentStats, load_or_compute_stats, stats_file
+from rectok_core.checkpoints import is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.data.latent_stats import (
+    STATS_FORMAT,
+    LatentStats,
+    dataset_fingerprint,
+    default_stats_dir,
+    is_stats_json,
+    load_or_compute_stats,
+    stats_file,
+)
+from rectok_core.data.readers import build_dataset
 from rectok_core.errors import DataError, RectokError
+from rectok_core.interop.config import LatentStatsConfig, settings
 from rectok_core.models.tokenizer import RecTok
 from rectok_core.utils import distributed
+from rectok_core.utils.files import atomic_open, check_own_file
 
 logger = logging.getLogger(__name__)
 
@@ -23,23 +36,31 @@ class StatsResult:
     classes: list[str]  # the data set's class names, in label order
 
 
-def latent_stats(tokenizer: str, data: str, stats_dir: str | None = None, weights: str = "ema", device: str = "auto",
-                 batch_size: int = 64, workers: int = 4, out: str | None = None) -> StatsResult:
-    """The statistics of ``tokenizer`` over ``data`` (its train split), read from the keyed file in ``stats_dir``
-    when there, otherwise computed over all torchrun ranks and written there; copied to ``out`` when given."""
-    from rectok_core.data.latent_stats import dataset_fingerprint, default_stats_dir
-    from rectok_core.models.tokenizer import load_tokenizer
-
+def latent_stats(tokenizer: str, data: str | None = None, cfg: LatentStatsConfig | None = None,
+                 **options: Any) -> StatsResult:
+    """``rectok latent-stats``: the statistics of ``tokenizer`` over ``cfg.data`` (its train split), read from the
+    keyed file in ``cfg.stats_dir`` when there, otherwise computed over all torchrun ranks and written there; copied
+    to ``cfg.out`` when given (an existing one only when it is a latent-statistics file, or with ``overwrite``).
+    ``cfg``: the settings (:class:`~rectok_core.interop.config.LatentStatsConfig`); ``data`` and ``options`` set its
+    fields by name."""
+    cfg = settings(LatentStatsConfig, cfg, data=data, **options)
+    data, stats_dir, weights, device = cfg.data, cfg.stats_dir or None, cfg.weights, cfg.device
+    batch_size, workers, out, overwrite = cfg.batch_size, cfg.workers, cfg.out or None, cfg.overwrite
+    if out is not None:  # before any compute
+        check_own_file(out, "--out", "latent-stats", is_stats_json, overwrite)
     d = distributed.setup(device)
     try:
-        tok, meta = load_tokenizer(tokenizer, use_ema=weights == "ema", device=d.device)
+        if is_family_spec(tokenizer):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
+            tok, meta = load_any_tokenizer(tokenizer, device=d.device)
+        else:
+            tok, meta = load_tokenizer(tokenizer, use_ema=weights == "ema", device=d.device)
         stats, classes, dataset = _compute(tok, meta, data, stats_dir, d, batch_size, workers)
         path = stats_file(Path(stats_dir) if stats_dir else default_stats_dir(), meta["sha256"], meta["weights"],
                           dataset_fingerprint(dataset))
         if out and d.is_main:
             try:
-                Path(out).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, out)
+                with open(path, "rb") as src, atomic_open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
             except OSError as e:
                 raise RectokError(f"cannot write --out {out}: {e.strerror or e}") from None
         return StatsResult(stats, Path(out) if out else path, classes)
@@ -49,8 +70,6 @@ def latent_stats(tokenizer: str, data: str, stats_dir: str | None = None, weight
 
 def _compute(tok: RecTok, meta: dict, data: str, stats_dir: str | None, d: distributed.Dist, batch_size: int,
              workers: int):
-    from rectok_core.data.readers import build_dataset
-
     dataset = build_dataset(data, tok.cfg.image_size, split="train")
     if len(dataset) == 0:
         raise DataError(f"{data} holds no image")

@@ -44,7 +44,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rectok_core.errors import CheckpointError, RectokError, WeightsNotFound
+from rectok_core.teachers.weights import load_state_dict_file
 from rectok_core.utils.checkpoint import describe_mismatch
+from rectok_core.utils.env import network_available
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,12 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-_VGG_MISSING = ("--perceptual lpips needs VGG16 ImageNet weights: pass --lpips-vgg FILE (vgg16-397923af.pth) "
-                "or use --perceptual none")
+_VGG_MISSING = ("the perceptual loss (LPIPS) needs VGG16 ImageNet weights: pass --lpips-vgg FILE "
+                "(vgg16-397923af.pth) or use --perceptual none")
 
 
-_CONVNEXT_MISSING = ("--perceptual lpips+convnext needs ConvNeXt-S ImageNet weights: pass --convnext-weights FILE "
-                     "(convnext_small-0c510722.pth) or use --perceptual lpips")
+_CONVNEXT_MISSING = ("--perceptual lpips+convnext (the official loss, the default) needs ConvNeXt-S ImageNet "
+                     "weights: pass --convnext-weights FILE (convnext_small-0c510722.pth) or use --perceptual lpips")
 
 
 def _hub_checkpoint(fname: str) -> Path:
@@ -97,8 +99,6 @@ def _hub_checkpoint(fname: str) -> Path:
 
 
 def _read_torch_state_dict(path: Path, flag: str) -> dict[str, torch.Tensor]:
-    from rectok_core.teachers.weights import load_state_dict_file
-
     return load_state_dict_file(str(path), flag)
 
 
@@ -115,7 +115,6 @@ def _locate_weights(explicit: str | None, fname: str, url: str, flag: str, missi
         return cached
     if not download:
         return None
-    from rectok_core.utils.env import network_available
 
     if not network_available(TORCH_DOWNLOAD_HOST):  # RECTOK_OFFLINE=1 or a failed 2 s probe
         return None
@@ -272,10 +271,11 @@ def build_convnext_small(weights: str | None = None, allow_random: bool = False,
 class PerceptualLoss(_Frozen):
     """Per-sample perceptual distance ``(B,)`` between images in [−1, 1] (``forward(x, y)``; caller takes ``.mean()``).
 
-    ``kind="lpips"``: LPIPS-VGG16 alone. ``kind="lpips+convnext"``: the official
+    ``kind="lpips+convnext"`` (the default; the official loss of both tokenizer stages):
     ``(w_lpips · LPIPS + w_cnx · mean_k (logit_k(x) − logit_k(y))²) / (w_lpips + w_cnx)`` with ``weights`` =
-    (1.0, 0.1); ConvNeXt-S weights are then required. ``kind="auto"``: the combination when ConvNeXt-S weights
-    are found (file, hub cache, or a download when online), else LPIPS alone.
+    (1.0, 0.1); ConvNeXt-S weights are then required. ``kind="lpips"``: LPIPS-VGG16 alone (rectok's choice).
+    ``kind="auto"``: the combination when ConvNeXt-S weights are found (file, hub cache, or a download when online),
+    else LPIPS alone.
 
     Weights: ``vgg_weights`` (``--lpips-vgg``) and ``convnext_weights`` (``--convnext-weights``) files, else the
     torch hub cache, else a download when online, else :class:`WeightsNotFound`. ``allow_random=True`` (tests,
@@ -285,8 +285,9 @@ class PerceptualLoss(_Frozen):
     After construction ``kind`` is what actually runs (``"lpips"`` or ``"lpips+convnext"``).
     """
 
-    def __init__(self, kind: str = "lpips", vgg_weights: str | None = None, convnext_weights: str | None = None,
-                 allow_random: bool = False, weights: tuple[float, float] = OFFICIAL_WEIGHTS, *,
+    def __init__(self, kind: str = "lpips+convnext", vgg_weights: str | None = None,
+                 convnext_weights: str | None = None, allow_random: bool = False,
+                 weights: tuple[float, float] = OFFICIAL_WEIGHTS, *,
                  lpips_module: LPIPS | None = None, convnext_module: ConvNeXtLogits | None = None):
         super().__init__()
         if kind not in PERCEPTUAL_KINDS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from rectok_core.models.discriminator import hinge_d_loss
 from rectok_core.models.tokenizer import cosine_loss_map
 
 SEM_TARGETS = ("rec+align", "align", "rec")
@@ -94,8 +95,6 @@ class DiscriminatorLoss(nn.Module):
         self.disc = disc
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        from rectok_core.models.discriminator import hinge_d_loss
-
         with torch.autocast(real.device.type, enabled=False):
             logits_real = self.disc(to01(real)).float()
             logits_fake = self.disc(to01(fake.detach())).float()

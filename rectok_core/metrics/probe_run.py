@@ -44,15 +44,15 @@ from typing import Any
 
 import torch
 
-from rectok_core.config import device_spec, opt
-from rectok_core.data.datasets import ImageDataset, limit_per_class
+from rectok_core.checkpoints import is_family_spec, load_any_tokenizer
+from rectok_core.checkpoints.families import split_spec
+from rectok_core.data.datasets import ImageDataset, evaluation_split, limit_per_class, splits_in
 from rectok_core.data.readers import build_dataset
 from rectok_core.errors import DataError, RectokError
+from rectok_core.metrics.config import ProbeConfig  # noqa: F401 - re-exported
 from rectok_core.metrics.probe import (
     CHANCE_MARGIN,
     CHANCE_SIGMAS,
-    CLASSIFIERS,
-    SPACES,
     ChanceCheck,
     PooledFeatures,
     chance_levels,
@@ -61,12 +61,9 @@ from rectok_core.metrics.probe import (
     probe_accuracy,
     probe_along_flow,
 )
-from rectok_core.teachers import teacher_help
-from rectok_core.training.engine import PRECISIONS, resolve_precision
-from rectok_core.training.logging import parse_log_spec
-from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.teachers.registry import build_teacher
 from rectok_core.utils.distributed import resolve_device
-from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
+from rectok_core.utils.runtime import resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -80,95 +77,24 @@ JSON_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------------------
-@dataclass
-class ProbeConfig:
-    """``rectok probe-flow``: linear probes of tokenizer latents x_t along the forward flow."""
-    data: str = opt("", "labelled data: a folder with train/ and val/ ImageFolder trees, or 'digits' (default: the "
-                        "training data recorded in the first checkpoint)")
-    train_data: str = opt("", "train split (folder, list file or 'digits'); overrides --data")
-    val_data: str = opt("", "val split (folder, list file or 'digits'); overrides --data")
-    per_class: int = opt(0, "at most N train images per class, first by path (0: all)")
-    val_per_class: int = opt(0, "at most N val images per class, first by path (0: all)")
-    t_grid: str = opt("", "comma-separated noise levels t in [0, 1] (t = 1 is noise); overrides --t-steps")
-    t_steps: int = opt(11, "number of evenly spaced t from 0 to 1 (11: 0, 0.1, …, 1)")
-    space: str = opt("normalized", "latent space: standardised per channel with train statistics (the DiT's "
-                                   "input) or raw", SPACES)
-    classifier: str = opt("torch", "linear classifier: full-batch L-BFGS in torch (GPU, any size) or "
-                                   "scikit-learn LogisticRegression (small sets)", CLASSIFIERS)
-    weight_decay: float = opt(1e-4, "L2 penalty weight_decay/2·‖W‖² added to the mean cross-entropy")
-    max_iter: int = opt(500, "classifier iterations (L-BFGS / lbfgs)")
-    seed: int = opt(0, "seed of the per-image noise ε")
-    weights: str = opt("ema", "tokenizer weights to probe", WEIGHTS)
-    teacher: str = opt("", teacher_help("also probe this teacher's pooled features (a t-independent reference)",
-                                        include_none=False))
-    teacher_weights: str = opt("", "local weights file for --teacher")
-    batch_size: int = opt(128, "images per encoder batch")
-    workers: int = opt(None, f"data-loading worker processes ({WORKERS_DEFAULT})", flag_type=int,
-                       default_factory=default_workers)
-    device: str = opt("auto", "cuda, cuda:N, cpu or auto")
-    precision: str = opt("auto", "encoder autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
-                         PRECISIONS)
-    out: str = opt("runs/probe-flow", "output folder for probe.json and probe.png")
-    log: str = opt("", "also log the val top-1 of each t to the trackers of each checkpoint's run folder: "
-                       "tensorboard and/or wandb, comma-separated")
-
-    def validate(self) -> None:
-        for name in ("per_class", "val_per_class"):
-            if getattr(self, name) < 0:
-                raise RectokError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "max_iter"):
-            if getattr(self, name) < 1:
-                raise RectokError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise RectokError(f"--workers must be >= 0, got {self.workers}")
-        if not self.weight_decay > 0:
-            raise RectokError(f"--weight-decay must be positive, got {self.weight_decay}")
-        if self.seed < 0:
-            raise RectokError(f"--seed must be >= 0, got {self.seed}")
-        device_spec("device", self.device)
-        parse_log_spec(self.log)
-        if self.teacher_weights and not self.teacher:
-            raise RectokError("--teacher-weights needs --teacher")
-        self.times()
-
-    def times(self) -> list[float]:
-        """The t grid: ``--t-grid`` when given, else ``--t-steps`` evenly spaced points from 0 to 1."""
-        if self.t_grid.strip():
-            try:
-                ts = [float(x) for x in self.t_grid.split(",") if x.strip()]
-            except ValueError:
-                raise RectokError(f"--t-grid {self.t_grid!r}: expected comma-separated numbers") from None
-            if not ts:
-                raise RectokError("--t-grid is empty")
-        else:
-            if self.t_steps < 2:
-                raise RectokError(f"--t-steps must be at least 2 (0 and 1), got {self.t_steps}")
-            ts = [round(i / (self.t_steps - 1), 10) for i in range(self.t_steps)]
-        bad = [t for t in ts if not 0.0 <= t <= 1.0]
-        if bad:
-            raise RectokError(f"--t-grid: every t must be in [0, 1], got {bad[0]}")
-        if len(set(ts)) != len(ts):
-            raise RectokError("--t-grid has repeated values")
-        return sorted(ts)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Data: labelled train/val splits, label-mapped to the train classes
 # ---------------------------------------------------------------------------------------------------------
 def _load_split(spec: str, split: str, image_size: int, explicit: bool) -> ImageDataset:
-    """One split. ``--data DIR`` must hold ``DIR/<split>/``; an explicit ``--train-data/--val-data`` folder is
-    used as is unless it holds a ``<split>/`` sub-folder."""
+    """One split. ``--data DIR`` must hold ``DIR/<split>/`` (for val: or the one evaluation split there is, e.g.
+    ``DIR/test/`` beside ``DIR/train/``; a class folder serves as the train side as it is); an explicit
+    ``--train-data/--val-data`` folder is used as is unless it holds a ``<split>/`` sub-folder."""
     if spec == "digits":
         return build_dataset("digits", image_size, split=split)
     flag = f"--{split}-data" if explicit else "--data"
     if os.path.isdir(spec):
-        if os.path.isdir(os.path.join(spec, split)):
-            return build_dataset(os.path.join(spec, split), image_size)
-        if not explicit:
-            raise DataError(f"--data {spec} has no {split}/ folder (expected {spec}/train and {spec}/val; or "
-                            f"give --train-data and --val-data)")
+        folder = split if split == "train" or explicit else evaluation_split(spec)[0]
+        if os.path.isdir(os.path.join(spec, folder)):
+            if folder != split:
+                logger.info("%s has no %s/ split: scoring the probe on its %s/ split", spec, split, folder)
+            return build_dataset(os.path.join(spec, folder), image_size)
+        if not explicit and (split != "train" or splits_in(spec)):
+            raise DataError(f"--data {spec} has no {split}/ folder (expected {spec}/train and {spec}/val or "
+                            f"{spec}/test; or give --train-data and --val-data)")
         return build_dataset(spec, image_size)
     if not explicit and (os.path.isfile(spec) or "@" in spec):
         raise DataError(f"--data {spec} is a list file, i.e. one split: give --train-data and --val-data")
@@ -265,6 +191,7 @@ class CheckpointProbe:
     results: list[dict[str, float | None]]
     chance_check: ChanceCheck
     latent_stats: dict[str, list[float]]  # per-channel train mean/std of the posterior means (raw latents)
+    family: str = "rectok"  # the tokenizer family (FAMILY:SOURCE; rectok for a plain checkpoint)
 
 
 @dataclass
@@ -318,9 +245,27 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
     return out
 
 
+def load_probed(cfg: ProbeConfig, checkpoints: Sequence[str]) -> list[tuple[Any, dict]]:
+    """The tokenizers to probe, in order, on the CPU. Another family's (``FAMILY:SOURCE``) encodes images of
+    ``cfg.image_size``, else of the first RecTok checkpoint's size, else 256 (its family default)."""
+    loaded = {i: load_any_tokenizer(p, use_ema=cfg.weights == "ema", device="cpu")
+              for i, p in enumerate(checkpoints) if not is_family_spec(p)}
+    size = cfg.image_size or next((m.cfg.image_size for m, _ in loaded.values()), 0) or None
+    for i, p in enumerate(checkpoints):
+        if i not in loaded:
+            loaded[i] = load_any_tokenizer(p, device="cpu", image_size=size)
+    return [loaded[i] for i in range(len(checkpoints))]
+
+
+def probe_names(checkpoints: Sequence[str]) -> list[str]:
+    """:func:`checkpoint_names` of the sources, with ``FAMILY:`` before another family's (``sd-vae:sd-vae-ft-ema``)."""
+    specs = [split_spec(p) for p in checkpoints]
+    return [n if family == "rectok" else f"{family}:{n}"
+            for n, (family, _) in zip(checkpoint_names([source for _, source in specs]), specs)]
+
+
 def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
     """Probe every tokenizer checkpoint (and the optional teacher) on the train/val splits of ``cfg``."""
-    from rectok_core.models.tokenizer import load_tokenizer
 
     cfg.validate()
     if not checkpoints:
@@ -328,16 +273,18 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
     times = cfg.times()
     device = resolve_device(cfg.device)
     precision = resolve_precision(device, cfg.precision)
-    models = [load_tokenizer(p, use_ema=cfg.weights == "ema", device="cpu") for p in checkpoints]
+    models = load_probed(cfg, checkpoints)
     first = models[0][0].cfg
-    if not (cfg.data or cfg.train_data or cfg.val_data):
-        cfg.data = models[0][1]["config"]["run"]["data"]
-        logger.info("probing on --data %s, the training data recorded in %s", cfg.data, checkpoints[0])
+    if not cfg.data and not (cfg.train_data and cfg.val_data):  # --val-data alone keeps the recorded train data
+        recorded = next(((meta, p) for (_, meta), p in zip(models, checkpoints) if meta.get("config")), None)
+        if recorded is None:
+            raise RectokError("no RecTok checkpoint records its training data here: give --data (or --train-data "
+                              "and --val-data)")
+        cfg.data = recorded[0]["config"]["run"]["data"]
+        logger.info("probing on --data %s, the training data recorded in %s", cfg.data, recorded[1])
     splits = ProbeSplits(cfg, first.image_size)
     teacher = None
     if cfg.teacher:
-        from rectok_core.teachers.registry import build_teacher
-
         teacher = build_teacher(cfg.teacher, cfg.teacher_weights or None, first.grid, first.image_size)
         if teacher is None:
             raise RectokError(f"--teacher {cfg.teacher} has no features to probe")
@@ -353,7 +300,7 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
         return noise_cache[key][feats.index]
 
     results = []
-    for name, path, (model, meta) in zip(checkpoint_names(checkpoints), checkpoints, models):
+    for name, (model, meta) in zip(probe_names(checkpoints), models):
         mcfg = model.cfg
         model.to(device)
         feats = {}
@@ -371,7 +318,8 @@ def run_probe(cfg: ProbeConfig, checkpoints: Sequence[str]) -> ProbeReport:
                                  z_va, eps_for("val", va, mcfg.dim), splits.val_labels[va.index], times,
                                  splits.num_classes, label=name, **clf)
         results.append(CheckpointProbe(
-            name=name, path=str(Path(path).resolve()), sha256=meta["sha256"], step=meta.get("step"), weights=meta["weights"],
+            name=name, path=str(Path(meta["source"]).resolve()) if meta["family"] == "rectok" else meta["path"],
+            family=meta["family"], sha256=meta["sha256"], step=meta.get("step"), weights=meta["weights"],
             image_size=mcfg.image_size, grid=list(mcfg.grid), dim=mcfg.dim, space=cfg.space,
             n_train=len(tr.index), n_val=len(va.index), num_classes=splits.num_classes, chance=curve.chance,
             results=curve.points, chance_check=curve.chance_check,

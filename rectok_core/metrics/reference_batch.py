@@ -5,7 +5,7 @@ ADM's ``evaluator.py`` reference batches (e.g. ``VIRTUAL_imagenet256_labeled.npz
 * ``arr_0`` -- the reference images, uint8 (N, H, W, 3): precision/recall (and KID) are computed against their
   pool3 features, as ADM's evaluator does;
 * ``mu_s`` / ``sigma_s`` -- statistics of the spatial features of the TF graph's ``mixed_6/conv`` (first 7
-  channels, 17 × 17 × 7 = 2023 dimensions, see :data:`rectok_core.metrics.inception.SPATIAL_LAYER`): the sFID
+  channels, 17 × 17 × 7 = 2023 dimensions, see :data:`rectok_core.models.inception.SPATIAL_LAYER`): the sFID
   reference (Nash et al. 2021), the Fréchet distance of those features.
 
 Statistics files made by rectok or torch-fidelity have neither; both are then unavailable.
@@ -19,7 +19,7 @@ import numpy as np
 
 from rectok_core.errors import RectokError
 from rectok_core.metrics.fid import _as_covariance, _as_mean, _open_stats
-from rectok_core.metrics.inception import SPATIAL_DIM
+from rectok_core.models.inception import SPATIAL_DIM
 
 
 @dataclass

@@ -15,13 +15,14 @@ Metrics, each the mean over all readable images:
 * **rFID**: InceptionV3 pool3 statistics of the reconstructions, quantised to uint8 by *rounding* (§11.6), against
   reference statistics: by default those of the same real images, computed in the same pass, or a ``mu``/``sigma``
   .npz (``ref_stats``); Fréchet distance in float64 (§11.8);
-* **LPIPS** (VGG16, v0.1) only with a real ImageNet VGG16 backbone (:func:`~rectok_core.perceptual.build_lpips`);
+* **LPIPS** (VGG16, v0.1) only with a real ImageNet VGG16 backbone (:func:`~rectok_core.losses.perceptual.build_lpips`);
   without one it is reported as unavailable, with the reason, never computed from a random network.
 
 Distributed: under torchrun, rank ``r`` evaluates images ``r::world``; the per-image sums and the Inception
 statistics (count, mean and centred scatter in float64, :class:`FeatureMoments`) are all-reduced — no gather of
 features — so the numbers do not depend on the number of processes. Rank 0 writes ``eval.json`` (metrics and
-manifest) and ``recon_grid.png`` (originals above their reconstructions, first :data:`GRID_IMAGES` images).
+manifest) and ``recon_grid.png`` (originals above their reconstructions of :data:`GRID_IMAGES` images chosen across
+classes).
 """
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ import numpy as np
 import torch
 
 from rectok_core import __version__
-from rectok_core.config import choice, device_spec, nonneg, positive
-from rectok_core.data.datasets import ImageDataset, limit_per_class
+from rectok_core.checkpoints import KINDS, is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.config import settings
+from rectok_core.data.datasets import ImageDataset, evaluation_split, limit_per_class, stratified_indices
 from rectok_core.data.latent_stats import data_id, dataset_fingerprint
 from rectok_core.data.readers import build_dataset
 from rectok_core.data.sampler import build_loader, drop_bad
 from rectok_core.errors import CheckpointError, DataError, RectokError, WeightsNotFound
 from rectok_core.losses.perceptual import LPIPS, VGG16_FILE, build_lpips
+from rectok_core.metrics.config import EvalConfig
 from rectok_core.metrics.fid import (
     frechet_distance,
     load_stats,
@@ -61,13 +64,13 @@ from rectok_core.metrics.image import (
     psnr,
     ssim,
 )
-from rectok_core.metrics.inception import FEATURE_DIM, InceptionFeatures
-from rectok_core.models.tokenizer import RecTok, load_tokenizer
-from rectok_core.training.engine import PRECISIONS, autocast, progress, resolve_precision
-from rectok_core.utils import checkpoint, distributed
-from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.models.inception import FEATURE_DIM, InceptionFeatures
+from rectok_core.models.tokenizer import RecTok
+from rectok_core.utils import distributed
 from rectok_core.utils.files import claim_output_dir, file_sha256, write_json_atomic
 from rectok_core.utils.images import save_grid
+from rectok_core.utils.progress import progress
+from rectok_core.utils.runtime import autocast, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +138,7 @@ class FeatureMoments:
         self.mean, self.count = mean, total
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean (d,) and unbiased covariance (d, d), float64 (as :func:`rectok_core.fid.feature_stats`)."""
+        """Mean (d,) and unbiased covariance (d, d), float64 (as :func:`rectok_core.metrics.fid.feature_stats`)."""
         if self.count < 2:
             raise RectokError(f"need at least 2 feature vectors for a covariance, got {self.count}")
         sigma = self.scatter.cpu().numpy() / (self.count - 1)
@@ -164,9 +167,11 @@ def default_out_dir(tokenizer_path: str | os.PathLike[str], step: int | None, we
 
 def _load(tokenizer_path: str, weights: str, device: torch.device) -> tuple[RecTok, dict]:
     try:
+        if is_family_spec(tokenizer_path):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
+            return load_any_tokenizer(tokenizer_path, device=device)
         return load_tokenizer(tokenizer_path, use_ema=weights == "ema", device=device)
     except CheckpointError as e:
-        if checkpoint.KINDS["dit"] in str(e):
+        if KINDS["dit"].description in str(e):
             raise CheckpointError(f"{tokenizer_path} is a DiT^DH generator checkpoint, not a tokenizer: evaluate a "
                                   f"generator with `rectok sample` and then `rectok eval-samples` on its samples") \
                 from None
@@ -219,13 +224,13 @@ def _prepare_out(out: Path, is_main: bool) -> None:
 
 
 def _grid(model: RecTok, dataset: ImageDataset, device: torch.device, precision: str, path: Path) -> None:
-    """Originals above their reconstructions for the first readable images, :data:`GRID_COLUMNS` per row."""
-    images, index = [], []
-    for i in range(len(dataset)):
+    """Originals above their reconstructions of up to :data:`GRID_IMAGES` readable images, :data:`GRID_COLUMNS` per
+    row: a fixed, seeded, class-stratified choice (:func:`stratified_indices`), not the first files by path."""
+    images = []
+    for i in stratified_indices([label for _, label in dataset.items], len(dataset)):
         item = dataset[i]
         if item["ok"]:
             images.append(item["image"])
-            index.append(i)
         if len(images) == GRID_IMAGES:
             break
     if len(images) > GRID_COLUMNS:
@@ -238,10 +243,10 @@ def _grid(model: RecTok, dataset: ImageDataset, device: torch.device, precision:
     rows, labels = [], []
     for start in range(0, len(x), GRID_COLUMNS):
         rows += [x[start:start + GRID_COLUMNS].cpu(), rec[start:start + GRID_COLUMNS].float().cpu()]
-        span = f"images {index[start]}-{index[min(start + GRID_COLUMNS, len(x)) - 1]}"
+        span = f"row {start // GRID_COLUMNS + 1}"
         labels += [f"original ({span})", f"reconstruction ({span})"]
     save_grid(rows, path, row_labels=labels, title=f"tokenizer eval: originals above their reconstructions "
-              f"({x.shape[-1]}px, dataset order)")
+              f"({x.shape[-1]}px, images chosen across classes, seed 0)")
 
 
 def _lpips(vgg_weights: str | None, device: torch.device) -> tuple[LPIPS | None, str | None]:
@@ -256,48 +261,50 @@ def _lpips(vgg_weights: str | None, device: torch.device) -> tuple[LPIPS | None,
                       f"the torch hub cache {Path(torch.hub.get_dir()) / 'checkpoints'})")
 
 
-def evaluate_tokenizer(tokenizer: str, data: str | None = None, *, split: str = "val", n: int | None = None,
-                       per_class: int | None = None,
-                       batch_size: int = 64, weights: str = "ema", ref_stats: str | None = None,
-                       save_stats_to: str | None = None, lpips_vgg: str | None = None,
-                       inception_weights: str | None = None, device: str = "auto", precision: str = "auto",
-                       workers: int = 0, strict_data: bool = False, out: str | os.PathLike[str] | None = None,
-                       show_progress: bool = True) -> TokenizerEval:
-    """Evaluate the reconstructions of the tokenizer checkpoint ``tokenizer`` on ``data`` (its ``split``; default:
-    the checkpoint's training data), first ``n`` images (all when None) or the first ``per_class`` images of each
-    class. Spread over torchrun ranks.
+def evaluate_tokenizer(tokenizer: str, cfg: EvalConfig | None = None, *, show_progress: bool = True,
+                       **options: Any) -> TokenizerEval:
+    """``rectok eval``'s measurement: the reconstructions of the tokenizer checkpoint ``tokenizer`` under ``cfg``
+    (:class:`~rectok_core.metrics.config.EvalConfig`; ``options`` set its fields by name, e.g. ``data``, ``n``,
+    ``device``) on ``cfg.data`` (default: the checkpoint's training data), its ``cfg.split`` (``val``, or for data
+    with ``train/`` and ``test/`` but no ``val/`` its one evaluation split:
+    :func:`~rectok_core.data.datasets.evaluation_split`), the first ``n`` images (all when None) or the first
+    ``per_class`` images of each class. Spread over torchrun ranks.
 
-    Writes ``eval.json`` and ``recon_grid.png`` into ``out`` (default: :func:`default_out_dir`) and, with
-    ``save_stats_to``, the Inception statistics of the real images (for a later ``ref_stats``).
+    Writes ``eval.json`` and ``recon_grid.png`` into ``cfg.out`` (default: :func:`default_out_dir`) and, with
+    ``cfg.save_stats``, the Inception statistics of the real images (for a later ``ref_stats``).
     """
-    choice("weights", weights, WEIGHTS)
-    choice("precision", precision, PRECISIONS)
-    positive("batch_size", batch_size)
-    nonneg("workers", workers)
-    device_spec("device", device)
-    d = distributed.setup(device)
+    cfg = settings(EvalConfig, cfg, **options)
+    d = distributed.setup(cfg.device)
     try:
-        return _evaluate(d, tokenizer, data, split, n, per_class, batch_size, weights, ref_stats, save_stats_to, lpips_vgg,
-                         inception_weights, precision, workers, strict_data, out, show_progress)
+        return _evaluate(d, tokenizer, cfg, show_progress)
     finally:
         distributed.cleanup()
 
 
 @torch.no_grad()
-def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split: str, n: int | None,
-              per_class: int | None,
-              batch_size: int, weights: str, ref_stats: str | None, save_stats_to: str | None,
-              lpips_vgg: str | None, inception_weights: str | None, precision: str, workers: int,
-              strict_data: bool, out: str | os.PathLike[str] | None, show_progress: bool) -> TokenizerEval:
+def _evaluate(d: distributed.Dist, tokenizer_path: str, cfg: EvalConfig, show_progress: bool) -> TokenizerEval:
+    data, n, per_class, batch_size, weights = cfg.data or None, cfg.n, cfg.per_class, cfg.batch_size, cfg.weights
+    split = None if cfg.split == "val" else cfg.split  # val, or the one evaluation split data without val/ has
+    ref_stats, save_stats_to, lpips_vgg = cfg.ref_stats or None, cfg.save_stats or None, cfg.lpips_vgg or None
+    inception_weights, precision, workers = cfg.inception_weights or None, cfg.precision, cfg.workers
+    strict_data, out = cfg.strict_data, cfg.out or None
     t0 = time.time()
     dev = d.device
     prec = resolve_precision(dev, precision)
     model, meta = _load(tokenizer_path, weights, dev)
+    if not data and not meta.get("config"):
+        raise RectokError(f"{tokenizer_path} records no training data: give --data")
     spec = data or meta["config"]["run"]["data"]
+    family = meta.get("family", "rectok")
+    source = meta.get("source", tokenizer_path)
+    split, why = evaluation_split(spec, split)
+    if why and d.is_main:
+        logger.info(why)
     image_size = model.cfg.image_size
     dataset = _dataset(spec, split, image_size, n, strict_data, per_class)
     reference, ref_manifest = _reference(ref_stats)
-    out_dir = Path(out) if out else default_out_dir(tokenizer_path, meta.get("step"), weights)
+    out_dir = Path(out) if out else default_out_dir(source if family == "rectok" else meta["path"],
+                                                    meta.get("step"), weights)
     _prepare_out(out_dir, d.is_main)
     inception = InceptionFeatures(inception_weights).to(dev)
     lpips, lpips_missing = _lpips(lpips_vgg, dev)
@@ -364,8 +371,9 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, data: str | None, split:
         "num_images": count,
         "unreadable_images": unreadable,
         "manifest": {
-            "tokenizer": {"path": os.path.abspath(tokenizer_path), "sha256": meta["sha256"], "stage": meta["stage"],
-                          "step": meta["step"], "weights": weights},
+            "tokenizer": {"path": os.path.abspath(source) if family == "rectok" else meta["path"],
+                          "sha256": meta["sha256"], "stage": meta["stage"], "step": meta["step"], "weights": weights,
+                          **({} if family == "rectok" else {"family": family})},
             "data": {"spec": data_id(spec), "split": split, "source": dataset.source, "n": len(dataset),
                      "n_requested": n, "per_class": per_class,
                      "order": ("first per_class of each class by path" if per_class else

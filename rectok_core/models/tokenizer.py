@@ -6,56 +6,14 @@ Token order is row-major over the ``image_size/patch_size`` grid. Images are in 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rectok_core.config import opt, positive
-from rectok_core.errors import RectokError
+from rectok_core.flow.noise import noise_latents
+from rectok_core.models.config import TokenizerModelConfig
 from rectok_core.models.layers import Block, RoPE
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Model configuration
-# ---------------------------------------------------------------------------------------------------------
-@dataclass
-class TokenizerModelConfig:
-    image_size: int = opt(256, "image side in pixels")
-    patch_size: int = opt(16, "patch side in pixels (image_size/patch_size tokens per side)")
-    width: int = opt(768, "encoder and pixel-decoder width")
-    depth: int = opt(12, "encoder and pixel-decoder blocks")
-    heads: int = opt(12, "attention heads of encoder and pixel decoder")
-    dim: int = opt(128, "latent channels per token (C)")
-    sem_decoder: str = opt("transformer", "semantic decoder type", ("transformer", "mlp"))
-    sem_width: int = opt(192, "semantic decoder width")
-    sem_depth: int = opt(3, "semantic decoder blocks")
-    sem_heads: int = opt(4, "semantic decoder heads")
-    rope: str = opt("rotation", "2-D RoPE: a true rotation, or the official non-orthogonal variant",
-                    ("rotation", "official"))
-    teacher_dim: int = opt(1024, "teacher feature width (set from --teacher; 0 = no semantic decoder)", cli=False)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        n = self.image_size // self.patch_size
-        return (n, n)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    def validate(self) -> None:
-        positive("image_size", self.image_size)
-        positive("patch_size", self.patch_size)
-        positive("dim", self.dim)
-        for name in ("width", "depth", "heads", "sem_width", "sem_depth", "sem_heads"):
-            positive(name, getattr(self, name))
-        if self.image_size % self.patch_size:
-            raise RectokError(f"--image-size {self.image_size} is not a multiple of --patch-size {self.patch_size}")
-        for w, h, name in ((self.width, self.heads, "width/heads"), (self.sem_width, self.sem_heads, "sem-width/sem-heads")):
-            if w % h or (w // h) % 4:
-                raise RectokError(f"{name} = {w}/{h}: the head dim must be an integer divisible by 4 (2-D RoPE)")
 
 
 class DiagonalGaussian:
@@ -233,8 +191,6 @@ class RecTok(nn.Module):
 
         ``t`` (B,) is the tokenizer-convention noise level (t = 1 is noise) or None for no flow noise.
         """
-        from rectok_core.flow.noise import noise_latents
-
         post = DiagonalGaussian(self.encoder(img, ids_keep))
         z = post.sample(generator)
         if t is not None and gamma > 0:
@@ -272,29 +228,3 @@ def masked_token_flags(ids_restore: torch.Tensor | None, n_visible: int, num_tok
 def cosine_loss_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-token ``1 − cos(pred, target)``, shape (B, N), in fp32."""
     return 1 - (F.normalize(pred.float(), dim=-1) * F.normalize(target.float(), dim=-1)).sum(-1)
-
-
-def load_tokenizer(path, use_ema: bool = True, device: torch.device | str = "cpu") -> tuple[RecTok, dict]:
-    """The inference tokenizer (encoder + pixel decoder, eval mode, frozen) of a rectok tokenizer checkpoint.
-
-    Accepts stage-1 (``train-tokenizer``) and decoder-fine-tuned (``finetune-decoder``) checkpoints; any other
-    kind is a one-line :class:`~rectok_core.errors.CheckpointError`. Returns the model and the checkpoint's
-    metadata (``config``, ``stage``, ``step``, ``sha256``).
-    """
-    from rectok_core.config import from_dict
-    from rectok_core.models.tokenizer import TokenizerModelConfig
-    from rectok_core.utils import checkpoint
-
-    ck = checkpoint.load(path, "tokenizer")
-    mcfg = from_dict(TokenizerModelConfig, ck["config"]["model"])
-    model = RecTok(mcfg, semantic=False)
-    state = checkpoint.state_of(ck, "ema" if use_ema else "raw", path)
-    state = {k: v for k, v in state.items() if not k.startswith("sem_decoder.")}
-    checkpoint.load_state_strict(model, state, f"{path} ({'EMA' if use_ema else 'raw'} weights)")
-    model.eval().requires_grad_(False).to(device)
-    local, sha256 = checkpoint.identity(ck, path)  # an export folder keeps its source checkpoint's sha256
-    meta = {"config": ck["config"], "stage": ck.get("stage"), "step": ck.get("step"),
-            "sha256": sha256, "path": local, "weights": "ema" if use_ema else "raw",
-            "latent_stats": ck.get("latent_stats")}  # an export folder may carry them
-    return model, meta
-

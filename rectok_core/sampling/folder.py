@@ -33,7 +33,6 @@ a folder made with another seed, model or setting is refused before anything is 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import zipfile
 from collections.abc import Iterator
@@ -45,35 +44,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rectok_core.config import check_choices, device_spec, nonneg, opt, positive
+from rectok_core.checkpoints import LoadedDiT, load_dit, load_matching_tokenizer
 from rectok_core.errors import RectokError
 from rectok_core.flow.noise import timestep_shift
-from rectok_core.flow.solvers import solver_help
 from rectok_core.flow.transport import labels_for
+from rectok_core.sampling.config import SampleConfig  # noqa: F401 - re-exported
+from rectok_core.sampling.eta import estimate
 from rectok_core.sampling.generate import (
-    GUIDANCE,
-    SAMPLERS,
-    LoadedDiT,
     RowPadded,
     build_velocity,
     check_guide,
     decode_latents,
     generate_latents,
-    load_dit,
-    load_matching_tokenizer,
     require_finite,
 )
-from rectok_core.training.engine import (
-    PRECISIONS,
-    maybe_compile,
-    progress,
-    resolve_compile,
-    resolve_precision,
-)
 from rectok_core.utils import distributed
-from rectok_core.utils.checkpoint import WEIGHTS
-from rectok_core.utils.files import read_format_json, write_json_atomic
+from rectok_core.utils.files import atomic_open, read_format_json, write_json_atomic
 from rectok_core.utils.images import class_caption, save_grid, to_uint8
+from rectok_core.utils.progress import progress
+from rectok_core.utils.runtime import maybe_compile, resolve_compile, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -88,64 +77,6 @@ PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG
 
 
 GRID_ROWS, GRID_COLUMNS = 8, 8  # grid.png: the first classes, one per row, and their first samples
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------------------------
-@dataclass
-class SampleConfig:
-    """``rectok sample``: generate images from a DiT^DH checkpoint into a resumable sample folder."""
-    n: int = opt(50000, "number of samples (labels 0…K−1 cycled: 50 per class for 50,000 ImageNet samples)")
-    steps: int = opt(150, "time-grid points: N points = N−1 Euler updates (official 150; 50 for quick evals)")
-    sampler: str = opt("euler", solver_help("ODE integrator"), SAMPLERS)
-    cfg: str = opt("none", "guidance method", GUIDANCE)
-    scale: float = opt(1.0, "guidance scale w; 1 = no guidance (official AutoGuidance: 1.29)")
-    guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance (official: DiT^DH-S, 30 epochs)")
-    interval: str = opt("0,1", "guidance interval LO,HI in generator time (t = 0 noise, 1 data); guided inside")
-    out: str = opt("samples", "sample folder (PNGs, samples.npz, grid.png, manifest.json)")
-    batch_size: int = opt(256, "samples per model batch per process (results do not depend on it)")
-    seed: int = opt(0, "noise seed: sample i's noise depends only on (seed, i)")
-    weights: str = opt("ema", "DiT (and guide) weights to sample with", WEIGHTS)
-    tokenizer: str = opt("", "tokenizer checkpoint (default: the path recorded in the DiT checkpoint; its sha256 "
-                             "must match the recorded one)")
-    device: str = opt("auto", "cuda, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
-    compile: bool | None = opt(None, "torch.compile the DiT and the guide (auto: on CUDA, off on CPU; images agree "
-                                     "with eager ones to float rounding, not bit for bit)", flag_type=bool)
-
-    def validate(self) -> None:
-        check_choices(self)
-        if self.n < 1:
-            raise RectokError(f"-n must be positive, got {self.n}")
-        if self.steps < 2:
-            raise RectokError(f"--steps must be at least 2 (grid points; N points = N−1 updates), got {self.steps}")
-        positive("batch_size", self.batch_size)
-        nonneg("seed", self.seed)
-        if not math.isfinite(self.scale) or self.scale < 0:
-            raise RectokError(f"--scale must be a finite number >= 0, got {self.scale}")
-        self.interval_range()
-        if self.cfg == "autoguidance" and not self.guide:
-            raise RectokError("--cfg autoguidance needs --guide GUIDE_CKPT (a smaller DiT of the same latent space)")
-        if self.scale != 1.0 and self.cfg == "none":
-            raise RectokError(f"--scale {self.scale} needs guidance: add --cfg cfg or --cfg autoguidance")
-        if self.guide and self.cfg != "autoguidance":
-            raise RectokError(f"--guide is only used by --cfg autoguidance (got --cfg {self.cfg})")
-        device_spec("device", self.device)
-
-    def interval_range(self) -> tuple[float, float]:
-        parts = self.interval.split(",")
-        try:
-            lo, hi = (float(p) for p in parts)
-        except ValueError:
-            raise RectokError(f"--interval {self.interval!r}: expected LO,HI such as 0,1") from None
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise RectokError(f"--interval {self.interval!r}: need 0 <= LO <= HI <= 1")
-        return lo, hi
-
-    def guided(self) -> bool:
-        """Whether guidance changes anything (a scale of 1 is plain conditional sampling)."""
-        return self.cfg != "none" and self.scale != 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,10 +111,10 @@ def png_complete(path: Path) -> bool:
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    """One HWC uint8 image as a PNG, via a temporary file renamed into place (never half-written)."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """One HWC uint8 image as a PNG, via a temporary file renamed into place (never half-written; on a full disk a
+    one-line error naming the file, and no temporary file left)."""
+    with atomic_open(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
 
 
 def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: LoadedDiT | None, precision: str,
@@ -260,25 +191,19 @@ def _pending(out: Path, n: int) -> list[int]:
 
 def write_npz(path: Path, images: Iterator[np.ndarray], n: int, hw: tuple[int, int], labels: np.ndarray) -> None:
     """An ADM-style ``.npz`` (``arr_0`` uint8 (n, H, W, 3), ``arr_1`` labels) streamed image by image, atomically."""
-    tmp = path.with_name(f".tmp-{path.name}")
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (n, hw[0], hw[1], 3)}
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_1_0(f, header)
-                written = 0
-                for img in images:
-                    f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
-                    written += 1
-                if written != n:
-                    raise RectokError(f"{path}: got {written} of {n} images")
-            with zf.open("arr_1.npy", "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(labels))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            written = 0
+            for img in images:
+                f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+                written += 1
+            if written != n:
+                raise RectokError(f"{path}: got {written} of {n} images")
+        with zf.open("arr_1.npy", "w") as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(labels))
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -348,7 +273,7 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
         logger.info("guidance scale 1: plain conditional sampling (no guidance passes)")
     manifest = manifest_for(cfg, dit, tok_meta, guide, precision, d.world_size)
     compiled = resolve_compile(cfg.compile, dev)
-    # not an identity key: compiled and eager images agree to float rounding (tests/test_equivalence.py)
+    # not an identity key: compiled and eager images agree to float rounding (tests/training/test_equivalence.py)
     manifest["compile"] = compiled
 
     plan: tuple[list[int], int, bool] | str  # (pending indices, already written, outputs current) or an error
@@ -356,7 +281,7 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
         try:
             old = _check_folder(out, manifest)
             (out / "samples").mkdir(parents=True, exist_ok=True)
-            for stale in (out / "samples").glob(".tmp-*"):
+            for stale in [*(out / "samples").glob(".tmp-*"), *(out / "samples").glob(".*.tmp")]:
                 stale.unlink()
             write_json_atomic(out / "manifest.json", manifest)
             pending = _pending(out, cfg.n)
@@ -380,6 +305,12 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
                               RowPadded(maybe_compile(guide.model, compiled)) if guide is not None else None,
                               cfg.interval_range())
     all_labels = labels_for(cfg.n, K)
+    if d.is_main and mine:  # before any work: the defaults (50,000 × 150 steps) take days on a CPU
+        est = estimate(lambda m, g: build_velocity(m, cfg.cfg, cfg.scale, dit.model.null_class,
+                                                   g if guide is not None else None, cfg.interval_range()),
+                       velocity, mc, guide.model.config if guide is not None else None, len(mine), cfg.batch_size,
+                       cfg.steps, cfg.sampler, dev, precision)
+        logger.info("%s", est.line(cfg.steps, dev, len(pending), d.world_size))
     bar = progress(len(pending), 0, "sample", d.is_main, unit="img")
     for start in range(0, len(mine), cfg.batch_size):
         idx = torch.tensor(mine[start:start + cfg.batch_size], dtype=torch.long)

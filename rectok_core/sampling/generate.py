@@ -2,38 +2,30 @@
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
+from rectok_core.checkpoints.dit import LoadedDiT
 from rectok_core.data.latent_stats import LatentStats
-from rectok_core.errors import CheckpointError, RectokError
+from rectok_core.errors import RectokError
 from rectok_core.flow.guidance import (
     autoguidance_velocity,
     cfg_velocity,
     conditional_velocity,
 )
 from rectok_core.flow.noise import timestep_shift
-from rectok_core.flow.solvers import SOLVERS, sample_ode
+from rectok_core.flow.solvers import sample_ode
 from rectok_core.flow.transport import VelocityFn, initial_noise, time_grid
-from rectok_core.models.dit import DiTConfig, DiTDH
-from rectok_core.models.tokenizer import RecTok, load_tokenizer
-from rectok_core.training.engine import (
-    autocast,
-)
-from rectok_core.utils import checkpoint
+from rectok_core.models.dit import DiTDH
+from rectok_core.models.tokenizer import RecTok
+from rectok_core.sampling.config import GUIDANCE, SAMPLERS  # noqa: F401 - SAMPLERS re-exported
+from rectok_core.utils.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
 
-GUIDANCE = ("none", "cfg", "autoguidance")
 
 
-#: The ``--sampler`` choices: the registered ODE solvers (``rectok_core.flow.solvers``).
-SAMPLERS = tuple(SOLVERS)
 
 
 MIN_ROWS = 16
@@ -42,50 +34,6 @@ MIN_ROWS = 16
 # ---------------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------------
-@dataclass
-class LoadedDiT:
-    """A DiT^DH checkpoint ready for sampling, with what it needs to be decoded."""
-
-    model: DiTDH
-    stats: LatentStats
-    classes: list[str]
-    path: str
-    sha256: str
-    weights: str
-    tokenizer: dict[str, Any]  # path, sha256, weights of the tokenizer it was trained on
-    step: int
-
-
-def load_dit(path: str | os.PathLike[str], weights: str = "ema", device: torch.device | str = "cpu") -> LoadedDiT:
-    """The DiT^DH of a ``train-dit`` checkpoint (eval mode, frozen); any other kind is a one-line error."""
-    ck = checkpoint.load(path, "dit")
-    model = DiTDH(DiTConfig(**ck["dit_config"]))
-    checkpoint.load_state_strict(model, checkpoint.state_of(ck, weights, path), f"{path} ({weights} weights)")
-    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        raise CheckpointError(f"{path} ({weights} weights): {len(bad)} tensors hold NaN/inf (e.g. {bad[0]}): the run "
-                              f"diverged; sample an earlier checkpoint")
-    model.eval().requires_grad_(False).to(device)
-    local, sha256 = checkpoint.identity(ck, path)  # an export folder keeps its source checkpoint's sha256
-    return LoadedDiT(model=model, stats=LatentStats.from_state(ck["latent_stats"]), classes=list(ck["classes"]),
-                     path=local, sha256=sha256, weights=weights,
-                     tokenizer=dict(ck["tokenizer"]), step=int(ck["step"]))
-
-
-def load_matching_tokenizer(dit: LoadedDiT, override: str | None, device: torch.device) -> tuple[RecTok, dict]:
-    """The tokenizer a DiT was trained on: its recorded path (or ``override``), checked by sha256."""
-    from rectok_core.interop.resolve import looks_like_hub_id
-
-    path = override or dit.tokenizer["path"]
-    if not override and not Path(path).exists() and not looks_like_hub_id(path):
-        raise CheckpointError(f"tokenizer checkpoint {path} (recorded in {dit.path}) not found: pass --tokenizer")
-    tokenizer, meta = load_tokenizer(path, use_ema=dit.tokenizer["weights"] == "ema", device=device)
-    if meta["sha256"] != dit.tokenizer["sha256"]:
-        raise CheckpointError(f"tokenizer {path} (sha256 {meta['sha256'][:12]}) is not the one {dit.path} was "
-                              f"trained on (sha256 {dit.tokenizer['sha256'][:12]})")
-    return tokenizer, meta
-
-
 def check_guide(main: LoadedDiT, guide: LoadedDiT) -> None:
     """AutoGuidance needs a guide of the same latent space: shape, classes, tokenizer and statistics."""
     a, b = main.model.config, guide.model.config

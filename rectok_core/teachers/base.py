@@ -5,11 +5,12 @@ row-major, computed without gradients by a frozen network in eval mode.
 
 Registry
 --------
-``rectok_core.teachers.registry`` holds every name ``--teacher`` accepts (``available_teachers()``): each family
-module registers its own entries and builder (``dino.py``: ``dinov3``, ``dinov3-s/b/l``, ``dinov2``,
-``dinov2-s/b/l``; ``inception.py``: ``inception``, ``inception-s``; ...); ``none`` (no teacher, no semantic
-decoder) is built in. ``dinov2`` is the plain (no-register) ViT-L/14, ``vit_large_patch14_dinov2.lvd142m``: the
-teacher the official code defines (recipe §1.8). The register variants (``*_reg4_dinov2``) are not registered.
+``rectok_core.teachers.registry`` holds every name ``--teacher`` accepts (``available_teachers()``), each declared
+by one line in ``rectok_core/teachers/__init__.py``; each family module registers its entries and builder
+(``dino.py``: ``dinov3``, ``dinov3-s/b/l``, ``dinov2``, ``dinov2-s/b/l``; ``inception.py``: ``inception``,
+``inception-s``; ...); ``none`` (no teacher, no semantic decoder) is built in. ``dinov2`` is the plain
+(no-register) ViT-L/14, ``vit_large_patch14_dinov2.lvd142m``: the teacher the official code defines (recipe §1.8).
+The register variants (``*_reg4_dinov2``) are not registered.
 
 Weights of the timm ViT teachers, in this order
 -----------------------------------------------
@@ -35,16 +36,18 @@ constant) before timm or huggingface_hub can make hub calls, so nothing sits in 
 
 Preprocessing
 -------------
-``resize="native"`` (default, recipe §11.3): ``[-1,1] → [0,1]`` → the teacher's ``TeacherSpec.mean/std``
-(ImageNet's for DINO) → bilinear resize (antialiased when shrinking) to ``grid * teacher_patch`` pixels: 256 px
-for a /16 teacher at a 16×16 grid, 224 px for a /14 one, so that each tokenizer token gets exactly one teacher patch.
+``resize="native"`` (rectok's choice, recipe §11.3; every teacher has it): ``[-1,1] → [0,1]`` → the teacher's
+``TeacherSpec.mean/std`` (ImageNet's for DINO) → bilinear resize (antialiased when shrinking) to
+``grid * teacher_patch`` pixels: 256 px for a /16 teacher at a 16×16 grid, 224 px for a /14 one, so that each
+tokenizer token gets exactly one teacher patch.
 
-``resize="official"`` (/16 DINOv3 teachers only) reproduces the official pipeline (recipe §1.8): ``[0,1] × 255`` →
-uint8 by truncation (after clamping to [0, 255]) → the Hugging Face DINOv3 processor's 224×224 bilinear,
-antialiased resize (done in float, rounded back to uint8 as torchvision does for uint8 images) → ``/255`` →
-the teacher's mean/std → bilinear up-sampling to ``grid * 16`` pixels (the official code up-samples to the
-training image size, 256, which is ``grid * 16`` for its 16×16 grid). There is no official round trip for /14
-teachers (the official DINOv2 path is unused and broken), so asking for one is an error.
+``resize="official"`` (/16 DINOv3 teachers only; the ``train-tokenizer`` default, ``--teacher-resize``) is the
+official pipeline (recipe §1.8): ``[0,1] × 255`` → uint8 by truncation (after clamping to [0, 255]) → the Hugging
+Face DINOv3 processor's 224×224 bilinear, antialiased resize (done in float, rounded back to uint8 as torchvision
+does for uint8 images) → ``/255`` → the teacher's mean/std → bilinear up-sampling to ``grid * 16`` pixels (the
+official code up-samples to the training image size, 256, which is ``grid * 16`` for its 16×16 grid). There is no
+official round trip for /14 teachers (the official DINOv2 path is unused and broken), so asking for one is an
+error.
 
 Output: the model's ``forward_features`` (after the final LayerNorm) with the CLS and register tokens dropped
 (``num_prefix_tokens``), reshaped to the teacher's patch grid. If that grid differs from the tokenizer grid
@@ -54,61 +57,23 @@ resampled onto the tokenizer grid (bilinear, ``align_corners=False``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rectok_core.errors import RectokError
+from rectok_core.teachers.spec import (  # noqa: F401 - re-exported: the spec vocabulary lives without torch
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OFFICIAL_PROCESSOR_SIZE,
+    PRETRAINED_MODES,
+    RESIZE_MODES,
+    TeacherBuilder,
+    TeacherSpec,
+)
 
 logger = logging.getLogger(__name__)
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-#: What a builder gets: ``(spec, weights or None, (rows, cols), image_size, resize, pretrained)`` → a Teacher.
-TeacherBuilder = Callable[["TeacherSpec", "str | None", "tuple[int, int]", int, str, str], "Teacher"]
-
-
-@dataclass(frozen=True)
-class TeacherSpec:
-    """One registry entry: everything known about a teacher without building it.
-
-    ``name`` (the ``--teacher`` value), ``dim`` (feature width; 0 only for ``none``), ``description`` (one line
-    for the CLI help), ``mean``/``std`` (per-channel input normalisation of ``[0, 1]`` images the network was
-    trained with), ``builder`` (``None`` only for ``none``), ``random_init`` (whether ``--teacher-init random``
-    is supported). The timm ViT teachers also fill ``arch`` (timm architecture), ``tag`` (pretrained tag on the
-    hub), ``patch`` (patch side in px), ``family`` and ``example_file`` (a typical weights file, for messages).
-    """
-
-    name: str
-    dim: int
-    description: str = ""
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    builder: TeacherBuilder | None = field(default=None, compare=False, repr=False)
-    random_init: bool = True
-    family: str = ""
-    arch: str = ""
-    tag: str = ""
-    patch: int = 0
-    example_file: str = ""
-
-
-#: Output size of the Hugging Face DINOv3 image processor used by the official code (its default config).
-OFFICIAL_PROCESSOR_SIZE = 224
-
-
-RESIZE_MODES = ("native", "official")
-
-
-PRETRAINED_MODES = ("auto", "pretrained", "random")
 
 
 def _resample_tokens(tokens: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:

@@ -1,55 +1,58 @@
 """The teacher registry: every name ``--teacher`` accepts, its feature width, normalisation and builder.
 
-Each family module (``dino.py``, ``inception.py``, ...) calls :func:`register_teacher` for its entries at import;
-``rectok_core/teachers/__init__.py`` imports every family module, so importing anything from
-``rectok_core.teachers`` fills the registry. Adding a teacher = one new family module + its import line there.
+``rectok_core/teachers/__init__.py`` declares every teacher in one line (name, family module, description), so
+the names and the ``--teacher`` help are known without importing torch; the family module (``dino.py``,
+``inception.py``, ...) is imported when one of its teachers is first looked up, and calls
+:func:`register_teacher` for its entries. Adding a teacher = one family module + one declaration line there.
 The special entry ``none`` (no teacher: no semantic decoder, no distillation) is registered here.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 from rectok_core.errors import RectokError
-from rectok_core.teachers.base import PRETRAINED_MODES, RESIZE_MODES, Teacher, TeacherSpec
+from rectok_core.teachers.spec import PRETRAINED_MODES, RESIZE_MODES, TeacherSpec
+from rectok_core.utils.registry import Registry
+
+if TYPE_CHECKING:
+    from rectok_core.teachers.base import Teacher
 
 #: The name meaning "no teacher".
 NO_TEACHER = "none"
 
-#: Registered teachers by name, in registration order (``none`` first).
-TEACHERS: dict[str, TeacherSpec] = {}
+#: The teachers by name, in registration order (``none`` first, then the declarations of ``__init__``).
+TEACHERS: Registry[TeacherSpec] = Registry("teacher", option="--teacher")
 
 
 def register_teacher(spec: TeacherSpec) -> TeacherSpec:
-    """Add ``spec`` to the registry (returns it). Names are unique; every teacher but ``none`` has a builder and a
-    positive feature width."""
-    if not spec.name or spec.name != spec.name.strip() or " " in spec.name:
-        raise ValueError(f"teacher name must be a non-empty word, got {spec.name!r}")
-    if spec.name in TEACHERS:
-        raise ValueError(f"teacher {spec.name!r} is registered twice")
+    """Add ``spec`` to the registry (returns the entry). Names are unique; every teacher but ``none`` has a builder
+    and a positive feature width. A declared teacher's spec may leave ``description`` empty: the declaration's is
+    used."""
     if spec.name != NO_TEACHER and (spec.builder is None or spec.dim <= 0):
         raise ValueError(f"teacher {spec.name!r} needs a builder and a positive dim")
     if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
         raise ValueError(f"teacher {spec.name!r}: mean/std must be 3 values, std positive")
-    TEACHERS[spec.name] = spec
-    return spec
+    if not spec.description and spec.name in TEACHERS:
+        spec = dataclasses.replace(spec, description=TEACHERS.description(spec.name))
+    return TEACHERS.add(spec.name, spec, spec.description)
 
 
 def available_teachers(include_none: bool = True) -> tuple[str, ...]:
     """The registered teacher names in registration order, ``none`` last (left out with ``include_none=False``):
     the ``--teacher`` choices."""
-    names = tuple(n for n in TEACHERS if n != NO_TEACHER)
+    names = tuple(n for n in TEACHERS.names() if n != NO_TEACHER)
     return names + (NO_TEACHER,) if include_none else names
 
 
 def teacher_help(lead: str, include_none: bool = True) -> str:
     """A ``--teacher`` help text built from the registry: ``lead``, then every name with its description."""
-    return f"{lead}: " + "; ".join(f"{n} = {TEACHERS[n].description}" for n in available_teachers(include_none))
+    return TEACHERS.help(lead, available_teachers(include_none))
 
 
 def teacher_spec(name: str) -> TeacherSpec:
     """The registry entry ``name``; a one-line :class:`RectokError` naming the choices when unknown."""
-    try:
-        return TEACHERS[name]
-    except KeyError:
-        raise RectokError(f"unknown --teacher {name!r}; choose one of {', '.join(TEACHERS)}") from None
+    return TEACHERS.get(name)
 
 
 def teacher_dim(name: str) -> int:

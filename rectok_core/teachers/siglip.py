@@ -9,10 +9,15 @@ embeddings, trained at 224 px (14×14), are resampled by timm when the weights l
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rectok_core.errors import RectokError
-from rectok_core.teachers.base import TeacherSpec, ViTTeacher
 from rectok_core.teachers.registry import register_teacher
+from rectok_core.teachers.spec import TeacherSpec
 from rectok_core.teachers.timm_vit import build_timm_teacher
+
+if TYPE_CHECKING:
+    from rectok_core.teachers.base import ViTTeacher
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
@@ -21,11 +26,11 @@ def _build_siglip(spec: TeacherSpec, weights: str | None, grid: tuple[int, int],
                   pretrained: str) -> ViTTeacher:
     if resize != "native":
         raise RectokError(f"--teacher-resize {resize} applies to DINOv3 teachers only, not --teacher {spec.name}")
+
     return build_timm_teacher(spec, weights, grid, image_size, resize, pretrained)
 
 
-for _name, _tag, _desc in (("siglip-b", "webli", "SigLIP ViT-B/16 (WebLI, 224 px)"),
-                           ("siglip2-b", "v2_webli", "SigLIP 2 ViT-B/16 (WebLI, 224 px)")):
-    register_teacher(TeacherSpec(_name, 768, _desc, SIGLIP_MEAN, SIGLIP_STD, _build_siglip, family="siglip",
+for _name, _tag in (("siglip-b", "webli"), ("siglip2-b", "v2_webli")):
+    register_teacher(TeacherSpec(_name, 768, "", SIGLIP_MEAN, SIGLIP_STD, _build_siglip, family="siglip",
                                  arch="vit_base_patch16_siglip_224", tag=_tag, patch=16,
                                  example_file=f"vit_base_patch16_siglip_224.{_tag}.safetensors"))

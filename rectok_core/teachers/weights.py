@@ -11,7 +11,10 @@ import torch.nn as nn
 
 from rectok_core.errors import CheckpointError, WeightsNotFound
 from rectok_core.teachers.base import TeacherSpec
-from rectok_core.utils.checkpoint import describe_mismatch
+from rectok_core.utils.checkpoint import (
+    describe_mismatch,
+    read_error,  # never PyTorch's advice to load unsafely
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,8 @@ def load_state_dict_file(path: str, flag: str = "--teacher-weights") -> dict[str
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any reader failure is a user-facing one-liner
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{flag} {path}: cannot read weights ({first})") from None
+
+        raise CheckpointError(f"{flag} {path}: cannot read weights ({read_error(e)})") from None
     for _ in range(3):
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)

@@ -30,7 +30,6 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,19 @@ from typing import Any
 import numpy as np
 import torch
 
+import rectok_core
+from rectok_core.config import from_flags
 from rectok_core.errors import RectokError
-from rectok_core.utils.files import write_json_atomic
+from rectok_core.sampling.config import SampleConfig
+from rectok_core.sampling.folder import sample
+from rectok_core.tools.bench import BenchConfig, device_name, run_bench
+from rectok_core.tools.config import AcceptanceConfig
+from rectok_core.training.dit import train_dit
+from rectok_core.training.inherit import dit_run_config, tokenizer_run_config
+from rectok_core.training.rundir import read_metrics
+from rectok_core.training.tokenizer import train_tokenizer
+from rectok_core.utils.distributed import resolve_device
+from rectok_core.utils.files import atomic_open, write_json_atomic
 
 FORMAT = "rectok-acceptance"
 
@@ -73,30 +83,6 @@ CPU_BUDGET_S = 110.0
 SHARES = {"cuda_tests": 0.32, "bench": 0.6}
 
 
-@dataclass
-class AcceptanceConfig:
-    """``rectok bench --acceptance``. Zero / empty values mean "the device's default" (CUDA: the full sizes and
-    :data:`CUDA_BUDGET_S`; CPU: tiny sizes and :data:`CPU_BUDGET_S`)."""
-    out: str = "acceptance"          # output folder: acceptance.json and logs/
-    device: str = "auto"
-    budget_s: float = 0.0            # wall-clock budget of the whole call
-    timed_steps: int = 0             # bench: timed steps per workload (CUDA 10, CPU 2)
-    warmup: int = 0                  # bench: warm-up steps per workload (CUDA 3, CPU 1)
-    train_steps: int = 0             # real run: tokenizer steps (CUDA 300, CPU 20)
-    dit_steps: int = 0               # real run: DiT steps (CUDA 100, CPU 10)
-    sample_images: int = 0           # real run: images sampled (CUDA 256, CPU 32)
-    tests: str = ""                  # CUDA test folder (default: the repository's tests/cuda)
-    parts: str = "cuda_tests,bench,real_run"
-
-    def part_list(self) -> list[str]:
-        names = [p.strip() for p in self.parts.split(",") if p.strip()]
-        for p in names:
-            if p not in PARTS:
-                raise RectokError(f"unknown acceptance part {p!r}; choose from {', '.join(PARTS)}")
-        return names
-
-
-PARTS = ("cuda_tests", "bench", "real_run")
 
 
 def _defaults(cfg: AcceptanceConfig, cuda: bool) -> AcceptanceConfig:
@@ -135,15 +121,16 @@ def make_shapes_folder(root: str | os.PathLike[str], size: int = 64, classes: in
                 mask = ((yy if kind == 2 else xx) / period + cx) % 1 < 0.5
             img = bg * (0.7 + 0.3 * yy[..., None]) * (~mask[..., None]) + fg * mask[..., None]
             img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(d / f"img{i:03d}.png")
+            with atomic_open(d / f"img{i:03d}.png", "wb") as f:
+                Image.fromarray(img).save(f, format="PNG")
     return Path(root)
 
 
 def run_command(cmd: list[str], timeout: float, log: Path, cwd: str | None = None) -> dict[str, Any]:
     """Run ``cmd`` (its own process group, killed whole at ``timeout``), output to ``log``; status, rc, wall."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    importable = str(Path(rectok_core.__file__).resolve().parents[1])  # where this rectok_core is imported from
+    env["PYTHONPATH"] = importable + os.pathsep + env.get("PYTHONPATH", "")
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if timeout <= 1:
@@ -202,9 +189,10 @@ def junit_counts(path: Path) -> dict[str, Any]:
 # The parts
 # ---------------------------------------------------------------------------------------------------------
 def part_cuda_tests(cfg: AcceptanceConfig, dev: torch.device, deadline: float, logs: Path) -> dict[str, Any]:
-    tests = Path(cfg.tests) if cfg.tests else Path(__file__).resolve().parents[2] / "tests" / "cuda"
+    tests = Path(cfg.tests) if cfg.tests else Path.cwd() / "tests" / "cuda"  # the project's, from its folder
     if not tests.is_dir():
-        return {"status": "failed", "error": f"no CUDA test folder at {tests} (a source checkout is needed)"}
+        return {"status": "failed", "error": f"no CUDA test folder at {tests}: run from a rectok source checkout or "
+                                             f"give the folder (AcceptanceConfig.tests)"}
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", "-m", "cuda", str(tests), "-q", "-p", "no:cacheprovider",
@@ -225,8 +213,6 @@ def part_cuda_tests(cfg: AcceptanceConfig, dev: torch.device, deadline: float, l
 
 def part_bench(cfg: AcceptanceConfig, dev: torch.device, deadline: float,
                on_record: Callable[[dict], None]) -> dict[str, Any]:
-    from rectok_core.tools.bench import BenchConfig, run_bench
-
     cuda = dev.type == "cuda"
     sizes = CUDA_BENCH if cuda else CPU_BENCH
     tok, dit, guide = sizes["presets"]
@@ -266,11 +252,10 @@ def part_bench(cfg: AcceptanceConfig, dev: torch.device, deadline: float,
 
 
 def part_real_run(cfg: AcceptanceConfig, dev: torch.device, deadline: float, logs: Path) -> dict[str, Any]:
-    from rectok_core.training.rundir import read_metrics
-
     cuda = dev.type == "cuda"
     work = Path(tempfile.mkdtemp(prefix="rectok-acceptance-"))
-    rectok = [sys.executable, "-m", "rectok_cli.main"]
+    rectok = [sys.executable, "-c", "import sys; from rectok_core.tools.acceptance import run_step; "
+                                    "run_step(sys.argv[1], sys.argv[2])"]
     preset, size = ("small64", 64) if cuda else ("tiny", 32)
     out: dict[str, Any] = {"status": "ok", "tokenizer_preset": preset, "dit_preset": "tiny", "steps": {}}
     try:
@@ -278,23 +263,24 @@ def part_real_run(cfg: AcceptanceConfig, dev: torch.device, deadline: float, log
         data = make_shapes_folder(work / "data", size=64, per_class=64 if cuda else 8)
         out["data"] = {"images": len(list(data.rglob("*.png"))), "size": 64, "classes": 4,
                        "generated_s": time.perf_counter() - t0}
-        common = ["--device", str(dev)]
         tok_ckpt = work / "tok" / "checkpoints" / "latest.pt"
         train_batch = 64 if cuda else 8
+
+        def step(name: str, **options: Any) -> list[str]:  # a child python making the command's library call
+            return [*rectok, name, json.dumps({**options, "device": str(dev)})]
+
         steps = [
-            ("train-tokenizer", [*rectok, "train-tokenizer", "--preset", preset, "--data", str(data),
-                                 "--steps", str(cfg.train_steps), "--batch-size", str(train_batch),
-                                 "--log-every", str(max(1, cfg.train_steps // 6)), "--ckpt-every",
-                                 str(cfg.train_steps), "--image-every", str(cfg.train_steps), "--out",
-                                 str(work / "tok"), *common], cfg.train_steps * train_batch),
-            ("train-dit", [*rectok, "train-dit", "--preset", "tiny", "--tokenizer", str(tok_ckpt), "--data", str(data),
-                           "--cache-latents", str(work / "cache"), "--steps", str(cfg.dit_steps), "--batch-size",
-                           str(train_batch), "--log-every", str(max(1, cfg.dit_steps // 4)), "--ckpt-every",
-                           str(cfg.dit_steps), "--image-every", str(cfg.dit_steps), "--out", str(work / "dit"),
-                           "--no-compile", *common], cfg.dit_steps * train_batch),
-            ("sample", [*rectok, "sample", str(work / "dit" / "checkpoints" / "latest.pt"), "-n",
-                        str(cfg.sample_images), "--steps", "26", "--out", str(work / "samples"), *common],
-             cfg.sample_images),
+            ("train-tokenizer", step("train-tokenizer", preset=preset, data=str(data), steps=cfg.train_steps,
+                                     batch_size=train_batch, log_every=max(1, cfg.train_steps // 6),
+                                     ckpt_every=cfg.train_steps, image_every=cfg.train_steps, out=str(work / "tok")),
+             cfg.train_steps * train_batch),
+            ("train-dit", step("train-dit", preset="tiny", tokenizer=str(tok_ckpt), data=str(data),
+                               cache_latents=str(work / "cache"), steps=cfg.dit_steps, batch_size=train_batch,
+                               log_every=max(1, cfg.dit_steps // 4), ckpt_every=cfg.dit_steps,
+                               image_every=cfg.dit_steps, out=str(work / "dit"), compile=False),
+             cfg.dit_steps * train_batch),
+            ("sample", step("sample", dit_ckpt=str(work / "dit" / "checkpoints" / "latest.pt"), n=cfg.sample_images,
+                            steps=26, out=str(work / "samples")), cfg.sample_images),
         ]
         for name, cmd, images in steps:
             res = run_command(cmd, deadline - time.monotonic(), logs / f"{name}.log")
@@ -319,14 +305,33 @@ def part_real_run(cfg: AcceptanceConfig, dev: torch.device, deadline: float, log
     return out
 
 
+#: The commands of the real run, by name: their library calls (config options → result).
+REAL_RUN_STEPS = ("train-tokenizer", "train-dit", "sample")
+
+
+def run_step(name: str, options_json: str) -> None:
+    """One step of the real run in this process, as the library call of command ``name`` with the flat options
+    ``options_json`` (what :func:`part_real_run` runs in a child python, so the budget can stop it)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    options = json.loads(options_json)
+    if name == "train-tokenizer":
+        print(train_tokenizer(tokenizer_run_config(options)))
+    elif name == "train-dit":
+        print(train_dit(dit_run_config(options, show=print)))
+    elif name == "sample":
+        dit = options.pop("dit_ckpt")
+        print(sample(dit, from_flags(SampleConfig, options)).out)
+    else:
+        raise RectokError(f"unknown real-run step {name!r}; choose one of {', '.join(REAL_RUN_STEPS)}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The call
 # ---------------------------------------------------------------------------------------------------------
 def run_acceptance(cfg: AcceptanceConfig, on_part: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Run the parts of ``cfg`` against their deadlines; writes ``<out>/acceptance.json`` after each; returns it."""
-    from rectok_core.tools.bench import device_name
-    from rectok_core.utils.distributed import resolve_device
-
     dev = resolve_device(cfg.device)
     cuda = dev.type == "cuda"
     cfg = _defaults(cfg, cuda)

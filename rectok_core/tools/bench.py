@@ -10,10 +10,10 @@ inputs already on the device — data loading is not part of the measurement:
 * ``decoder-ft`` — one stage-2 step (frozen encoder, the ``finetune-decoder`` preset's losses).
 * ``dit-cached`` / ``dit-online`` — one DiT^DH step, :meth:`DiTTrainer.step`, from posterior moments (latent
   cache) or from images encoded by the tokenizer inside the step (the official online mode).
-* ``sample-cfg`` / ``sample-autoguidance`` — one Euler step of the sampler: ``sampling.build_velocity`` (CFG
+* ``sample-cfg`` / ``sample-autoguidance`` — one Euler step of the sampler: ``sampling.generate.build_velocity`` (CFG
   with w = 1.5 on a doubled batch; AutoGuidance with w = 1.29 and a smaller guide) integrated by
-  ``transport.sample_ode`` under autocast, as ``rectok sample`` does.
-* ``encode`` / ``decode`` — tokenizer inference (``latents.encode_moments``, ``sampling.decode_latents``).
+  ``flow.solvers.sample_ode`` under autocast, as ``rectok sample`` does.
+* ``encode`` / ``decode`` — tokenizer inference (``data.latent_stats.encode_moments``, ``sampling.generate.decode_latents``).
 * ``probe-features`` — ``probe.encode_pooled``: posterior mean + mean pooling, as ``probe-flow``.
 
 Per workload: ``warmup`` untimed steps, then ``steps`` steps each timed by the wall clock between device
@@ -31,14 +31,12 @@ import platform
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rectok_core.config import device_spec, opt, positive
 from rectok_core.errors import RectokError
 from rectok_core.tools.bench_workloads import (
     GUIDE_FOR,
@@ -48,19 +46,10 @@ from rectok_core.tools.bench_workloads import (
     build_workload,
     default_batch,
 )
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    TOKENIZER_PRESETS,
-)
-from rectok_core.training.engine import (
-    PRECISIONS,
-    cuda_fast_paths,
-    resolve_compile,
-    resolve_precision,
-    synchronize,
-)
+from rectok_core.tools.config import WORKLOADS, BenchConfig  # noqa: F401 - re-exported
 from rectok_core.utils.distributed import resolve_device
 from rectok_core.utils.files import write_json_atomic
+from rectok_core.utils.runtime import cuda_fast_paths, resolve_compile, resolve_precision, synchronize
 
 FORMAT = "rectok-bench"
 
@@ -68,84 +57,11 @@ FORMAT = "rectok-bench"
 VERSION = 1
 
 
-WORKLOADS: dict[str, str] = {
-    "tokenizer-gan": "stage-1 tokenizer training step, GAN on (teacher, encoder, both decoders, all losses, "
-                     "AdamW, EMA, discriminator step)",
-    "tokenizer-nogan": "stage-1 tokenizer training step, GAN off",
-    "decoder-ft": "decoder fine-tuning step (frozen encoder; the finetune-decoder preset's losses)",
-    "dit-cached": "DiT^DH training step from cached posterior moments",
-    "dit-online": "DiT^DH training step with the tokenizer encoding the images in the step",
-    "sample-cfg": "one Euler sampling step with classifier-free guidance (w = 1.5, doubled batch)",
-    "sample-autoguidance": "one Euler sampling step with AutoGuidance (w = 1.29, smaller guide DiT)",
-    "encode": "tokenizer encode (posterior moments) of a batch of images",
-    "decode": "tokenizer decode of a batch of latents to images",
-    "probe-features": "probe-flow features: encode + mean pooling of a batch of images",
-}
 
 
 FLOP_STEPS = 3  # eager steps whose FLOP counts are averaged for a training workload
 
 
-@dataclass
-class BenchConfig:
-    """``rectok bench``: time the training, sampling and inference steps on random weights."""
-    tokenizer_preset: str = opt("auto", "tokenizer preset (auto: base on CUDA, tiny on CPU); also sets the "
-                                        "DiT's latent shape")
-    dit_preset: str = opt("auto", "DiT^DH preset: S, B, L, XL or tiny (auto: XL on CUDA, tiny on CPU)")
-    guide_preset: str = opt("auto", "AutoGuidance guide preset (auto: S for B/L/XL, tiny for S/tiny)")
-    batch_sizes: str = opt("", "comma-separated batch sizes, each workload timed at each (empty: each "
-                               "workload's default: the presets' training batch, 256 for sampling, 64 for "
-                               "encode/decode, 128 for probe features)")
-    workloads: str = opt("all", "comma-separated workloads, or all: " + ", ".join(WORKLOADS))
-    timed_steps: int = opt(20, "timed steps per workload (img/s from their median)")
-    warmup: int = opt(5, "untimed warm-up steps per workload (torch.compile compiles here)")
-    device: str = opt("auto", "cuda, cuda:N, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
-    compile: bool | None = opt(None, "torch.compile what the commands compile: training steps and sampling "
-                                     "(auto: on CUDA, off on CPU)", flag_type=bool)
-    out: str = opt("bench.json", "JSON result file")
-
-    def validate(self) -> None:
-        positive("timed_steps", self.timed_steps)
-        if self.warmup < 0:
-            raise RectokError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.precision not in PRECISIONS:
-            raise RectokError(f"--precision {self.precision!r}: choose one of auto, bf16, fp32")
-        device_spec("device", self.device)
-        if self.tokenizer_preset != "auto" and self.tokenizer_preset not in TOKENIZER_PRESETS:
-            raise RectokError(f"unknown --tokenizer-preset {self.tokenizer_preset!r}; choose one of auto, "
-                              f"{', '.join(TOKENIZER_PRESETS)}")
-        for flag, value in (("--dit-preset", self.dit_preset), ("--guide-preset", self.guide_preset)):
-            if value != "auto" and value not in DIT_TRAIN_PRESETS:
-                raise RectokError(f"unknown {flag} {value!r}; choose one of auto, {', '.join(DIT_TRAIN_PRESETS)}")
-        self.workload_list()
-        self.batch_list()
-
-    def workload_list(self) -> list[str]:
-        names = [w.strip() for w in self.workloads.split(",") if w.strip()]
-        if not names:
-            raise RectokError("--workloads is empty: give a comma-separated list or all")
-        if "all" in names:
-            return list(WORKLOADS)
-        for w in names:
-            if w not in WORKLOADS:
-                raise RectokError(f"unknown workload {w!r}; choose from all, {', '.join(WORKLOADS)}")
-        return list(dict.fromkeys(names))
-
-    def batch_list(self) -> list[int]:
-        """The batch sizes of ``--batch-sizes`` ([] = each workload's default)."""
-        out = []
-        for part in (p.strip() for p in self.batch_sizes.split(",")):
-            if not part:
-                continue
-            try:
-                b = int(part)
-            except ValueError:
-                raise RectokError(f"--batch-sizes {self.batch_sizes!r}: expected comma-separated integers") from None
-            if b < 1:
-                raise RectokError(f"--batch-sizes: every batch size must be positive, got {b}")
-            out.append(b)
-        return list(dict.fromkeys(out))
 
 
 # ---------------------------------------------------------------------------------------------------------

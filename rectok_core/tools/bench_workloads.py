@@ -4,11 +4,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from rectok_core.config import build_config
+from rectok_core.data.latent_stats import LatentStats, encode_moments
+from rectok_core.flow.solvers import sample_ode
+from rectok_core.losses.perceptual import LPIPS, ConvNeXtLogits, PerceptualLoss
+from rectok_core.metrics.probe import encode_pooled
+from rectok_core.metrics.probe_run import ProbeConfig
+from rectok_core.models.dit import build_dit
+from rectok_core.models.tokenizer import RecTok, count_params
+from rectok_core.sampling.folder import SampleConfig
+from rectok_core.sampling.generate import RowPadded, build_velocity, decode_latents
 from rectok_core.training.config import (
     DIT_TRAIN_PRESETS,
     FINETUNE_PRESETS,
@@ -17,15 +26,10 @@ from rectok_core.training.config import (
     FinetuneConfig,
     TokenizerTrainConfig,
 )
-from rectok_core.training.engine import (
-    StepRandom,
-    autocast,
-    maybe_compile,
-    optimizer_impl,
-)
-
-if TYPE_CHECKING:
-    from rectok_core.tools.bench import BenchConfig
+from rectok_core.training.dit import build_dit_trainer
+from rectok_core.training.engine import StepRandom, optimizer_impl
+from rectok_core.training.tokenizer import build_teacher_for, build_trainer
+from rectok_core.utils.runtime import autocast, maybe_compile
 
 TRAINING = {"tokenizer-gan", "tokenizer-nogan", "decoder-ft", "dit-cached", "dit-online"}
 
@@ -63,7 +67,7 @@ class Workload:
 
 @dataclass
 class Context:
-    cfg: BenchConfig
+    cfg: Any  # the run's rectok_core.tools.bench.BenchConfig (typed loosely: bench imports this module)
     device: torch.device
     precision: str
     compile: bool
@@ -88,8 +92,6 @@ class Context:
         return torch.rand(batch, 3, size, size, device=self.device) * 2 - 1
 
     def tokenizer(self) -> Any:
-        from rectok_core.models.tokenizer import RecTok
-
         m = self.tokenizer_cfg(1).model
         return RecTok(m, semantic=False).eval().requires_grad_(False).to(self.device)
 
@@ -102,12 +104,8 @@ def default_batch(ctx: Context, name: str) -> int:
     if name.startswith("dit-"):
         return build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, ctx.dit_preset, {"tokenizer": "(bench)"}).run.batch_size
     if name.startswith("sample-"):
-        from rectok_core.sampling.folder import SampleConfig
-
         return SampleConfig().batch_size
     if name == "probe-features":
-        from rectok_core.metrics.probe_run import ProbeConfig
-
         return ProbeConfig().batch_size
     return 64  # encode / decode: cache-latents' default batch
 
@@ -120,15 +118,12 @@ def _random_perceptual(loss, device: torch.device):
     """The configured perceptual loss with random backbones (speed only; no weight files, no downloads)."""
     if loss.perceptual == "none" or loss.perceptual_weight == 0:
         return None
-    from rectok_core.losses.perceptual import LPIPS, ConvNeXtLogits, PerceptualLoss
 
     convnext = ConvNeXtLogits(None) if "convnext" in loss.perceptual else None
     return PerceptualLoss(loss.perceptual, lpips_module=LPIPS(None), convnext_module=convnext).to(device)
 
 
 def _unit_stats(channels: int):
-    from rectok_core.data.latent_stats import LatentStats
-
     return LatentStats(mean=torch.zeros(channels, dtype=torch.float64), std=torch.ones(channels, dtype=torch.float64),
                        tokens=1, images=1, tokenizer_sha256="random", tokenizer_weights="random",
                        data_fingerprint="random")
@@ -152,9 +147,6 @@ def _trainer_steps(trainer, step_fn: Callable[[Any, StepRandom], Any], device: t
 
 
 def _tokenizer_workload(ctx: Context, batch: int, stage: str, gan: bool | None) -> Workload:
-    from rectok_core.models.tokenizer import count_params
-    from rectok_core.training.tokenizer import build_teacher_for, build_trainer
-
     dev = ctx.device
     cfg = ctx.tokenizer_cfg(batch)
     if stage == "stage1":
@@ -185,8 +177,6 @@ def _tokenizer_workload(ctx: Context, batch: int, stage: str, gan: bool | None) 
 
 
 def _dit_workload(ctx: Context, batch: int, online: bool) -> Workload:
-    from rectok_core.training.dit import build_dit_trainer
-
     dev = ctx.device
     cfg = build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, ctx.dit_preset,
                        {"tokenizer": "(bench)", "batch_size": batch})
@@ -209,10 +199,6 @@ def _dit_workload(ctx: Context, batch: int, online: bool) -> Workload:
 
 
 def _sample_workload(ctx: Context, batch: int, method: str) -> Workload:
-    from rectok_core.flow.solvers import sample_ode
-    from rectok_core.models.dit import build_dit
-    from rectok_core.sampling.generate import RowPadded, build_velocity
-
     dev = ctx.device
     C, h, _ = ctx.latent_shape()
     K = ctx.num_classes()
@@ -251,15 +237,11 @@ def _inference_workload(ctx: Context, batch: int, name: str) -> Workload:
     tok = ctx.tokenizer()
     size = tok.cfg.image_size
     if name == "encode":
-        from rectok_core.data.latent_stats import encode_moments
-
         images = ctx.images(batch, size)
 
         def run():
             return encode_moments(tok, images, ctx.precision)
     elif name == "decode":
-        from rectok_core.sampling.generate import decode_latents
-
         C, h, w = ctx.latent_shape()
         z = torch.randn(batch, C, h, w, device=dev)
         stats = _unit_stats(C)
@@ -267,8 +249,6 @@ def _inference_workload(ctx: Context, batch: int, name: str) -> Workload:
         def run():
             return decode_latents(tok, stats, z, ctx.precision)
     else:
-        from rectok_core.metrics.probe import encode_pooled
-
         images = ctx.images(batch, size)
 
         def run():

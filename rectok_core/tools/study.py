@@ -36,9 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rectok_core.config import device_spec, opt, section
+from rectok_core.config import device_spec, opt, section, to_argv
 from rectok_core.errors import RectokError
+from rectok_core.metrics.config import EvalConfig, EvalSamplesConfig, FidStatsConfig, ProbeConfig
+from rectok_core.sampling.config import SampleConfig
 from rectok_core.teachers import available_teachers, teacher_help
+from rectok_core.training.config import DiTTrainConfig, FinetuneConfig, TokenizerTrainConfig
 from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
 from rectok_core.utils.files import write_text_atomic
 
@@ -186,19 +189,24 @@ STUDY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 class Arm:
     name: str                # run-folder name and curve label
     label: str               # what it tests, for tables
-    flags: tuple[str, ...]   # train-tokenizer flags on top of the shared settings
+    options: tuple[tuple[str, Any], ...]  # train-tokenizer options (field, value) on top of the shared settings
     dim: int
     seed: int
     group: str               # "method" (arms 1–4), "dim" (arm 5) or "repeat"
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The arm's own ``train-tokenizer`` flags."""
+        return to_argv(TokenizerTrainConfig, dict(self.options))
 
 
 def arms(cfg: StudyConfig) -> list[Arm]:
     """Every arm of the study, in table order. The full-recipe arm at ``--dim`` is shared by arms 4 and 5."""
     T, seed = cfg.tokenizer, cfg.run.seed
-    no_mask = ("--mask-max", "0")
+    no_mask = (("mask_max", 0),)
     out = [
-        Arm("no-distill", "1. no distillation", ("--teacher", "none", *no_mask), T.dim, seed, "method"),
-        Arm("x0-align", "2. x0-only alignment", ("--sem-input", "clean", *no_mask), T.dim, seed, "method"),
+        Arm("no-distill", "1. no distillation", (("teacher", "none"), *no_mask), T.dim, seed, "method"),
+        Arm("x0-align", "2. x0-only alignment", (("sem_input", "clean"), *no_mask), T.dim, seed, "method"),
         Arm("fsd-align", "3. FSD, alignment only", no_mask, T.dim, seed, "method"),
         Arm("fsd-rad", "4. FSD + RAD (full recipe)", (), T.dim, seed, "method"),
     ]
@@ -275,8 +283,14 @@ class Layout:
         return self.out / ".done"
 
 
-def _common(cfg: StudyConfig) -> list[str]:
-    return ["--device", cfg.run.device, "--workers", str(cfg.run.workers)]
+def _common(cfg: StudyConfig) -> dict[str, Any]:
+    return {"device": cfg.run.device, "workers": cfg.run.workers}
+
+
+def _step(key: str, command: str, cls: type, *args: Any, run_dir: Path | None = None, **options: Any) -> Step:
+    """One ``rectok`` command line: ``command``, its positional ``args``, then ``options`` (fields of the command's
+    config ``cls``) as flags through :func:`~rectok_core.config.to_argv`."""
+    return Step(key, (command, *map(str, args), *to_argv(cls, options)), run_dir=str(run_dir) if run_dir else "")
 
 
 def plan(cfg: StudyConfig) -> list[Step]:
@@ -284,65 +298,51 @@ def plan(cfg: StudyConfig) -> list[Step]:
     R, T, E = cfg.run, cfg.tokenizer, cfg.eval
     L = Layout(R.out)
     data = R.data
-    teacher = ["--teacher", T.teacher] + (["--teacher-weights", T.teacher_weights] if T.teacher_weights else [])
+    teacher = {"teacher": T.teacher, "teacher_weights": T.teacher_weights or None}
     steps: list[Step] = []
     all_arms = arms(cfg)
     for a in all_arms:
-        flags = list(a.flags)
-        if "--teacher" not in flags:
-            flags = teacher + flags
-        steps.append(Step(f"train-tokenizer.{a.name}", (
-            "train-tokenizer", "--preset", T.tokenizer_preset, "--data", data, "--image-size", str(T.image_size),
-            "--patch-size", str(T.patch_size), "--dim", str(a.dim), "--steps", str(T.steps),
-            "--batch-size", str(T.batch_size), "--gan-weight", f"{T.gan_weight:g}", "--seed", str(a.seed),
-            *_common(cfg), "--ckpt-every", str(max(1, T.steps // 4)), "--image-every", str(T.steps), *flags,
-            "--out", str(L.tokenizer(a.name))), run_dir=str(L.tokenizer(a.name))))
-    probe = ["probe-flow", *(str(L.tokenizer_ckpt(a.name)) for a in all_arms), "--data", data,
-             "--teacher", T.teacher, "--device", R.device, "--workers", str(R.workers), "--out", str(L.probe)]
-    if T.teacher_weights:
-        probe += ["--teacher-weights", T.teacher_weights]
-    if E.probe_per_class:
-        probe += ["--per-class", str(E.probe_per_class)]
-    if E.probe_val_per_class:
-        probe += ["--val-per-class", str(E.probe_val_per_class)]
-    steps.append(Step("probe-flow", tuple(probe)))
+        own = dict(a.options)
+        steps.append(_step(
+            f"train-tokenizer.{a.name}", "train-tokenizer", TokenizerTrainConfig, run_dir=L.tokenizer(a.name),
+            preset=T.tokenizer_preset, data=data, image_size=T.image_size, patch_size=T.patch_size, dim=a.dim,
+            steps=T.steps, batch_size=T.batch_size, gan_weight=f"{T.gan_weight:g}", seed=a.seed, **_common(cfg),
+            ckpt_every=max(1, T.steps // 4), image_every=T.steps, **({} if "teacher" in own else teacher), **own,
+            out=L.tokenizer(a.name)))
+    steps.append(_step(
+        "probe-flow", "probe-flow", ProbeConfig, *(L.tokenizer_ckpt(a.name) for a in all_arms), data=data,
+        teacher=T.teacher, device=R.device, workers=R.workers, out=L.probe, teacher_weights=T.teacher_weights or None,
+        per_class=E.probe_per_class or None, val_per_class=E.probe_val_per_class or None))
     for i, a in enumerate(all_arms):
-        steps.append(Step(f"finetune-decoder.{a.name}", (
-            "finetune-decoder", str(L.tokenizer_ckpt(a.name)), "--preset", "tiny", "--data", data,
-            "--steps", str(T.ft_steps), "--batch-size", str(T.batch_size), "--blr", str(T.ft_blr),
-            "--seed", str(a.seed),
-            "--perceptual", "none", "--gan-weight", "0", *_common(cfg),
-            "--ckpt-every", str(max(1, T.ft_steps // 2)), "--image-every", str(T.ft_steps),
-            "--out", str(L.decoder(a.name))), run_dir=str(L.decoder(a.name))))
+        steps.append(_step(
+            f"finetune-decoder.{a.name}", "finetune-decoder", FinetuneConfig, L.tokenizer_ckpt(a.name),
+            run_dir=L.decoder(a.name), preset="tiny", data=data, steps=T.ft_steps, batch_size=T.batch_size,
+            blr=T.ft_blr, seed=a.seed, perceptual="none", gan_weight=0, **_common(cfg),
+            ckpt_every=max(1, T.ft_steps // 2), image_every=T.ft_steps, out=L.decoder(a.name)))
         # the first evaluation saves the val images' Inception statistics; the others reuse them
-        stats = ["--save-stats" if i == 0 else "--ref-stats", str(L.val_stats)]
-        ev = ["eval", str(L.decoder_ckpt(a.name)), "--data", data, "--split", "val", *stats, *_common(cfg),
-              "--out", str(L.eval(a.name))]
-        if E.rfid_per_class:
-            ev += ["--per-class", str(E.rfid_per_class)]
-        steps.append(Step(f"eval.{a.name}", tuple(ev)))
+        stats = {"save_stats" if i == 0 else "ref_stats": L.val_stats}
+        steps.append(_step(
+            f"eval.{a.name}", "eval", EvalConfig, L.decoder_ckpt(a.name), data=data, split="val", **stats,
+            **_common(cfg), out=L.eval(a.name), per_class=E.rfid_per_class or None))
     dit_arms = cfg.dit_arm_list()
     if dit_arms:
-        ref = ["fid-stats", str(Path(data) / "train"), "--out", str(L.train_stats), "--device", R.device,
-               "--workers", str(R.workers)]
-        if E.ref_per_class:
-            ref += ["--per-class", str(E.ref_per_class)]
-        steps.append(Step("fid-stats.train", tuple(ref)))
+        steps.append(_step(
+            "fid-stats.train", "fid-stats", FidStatsConfig, Path(data) / "train", out=L.train_stats, device=R.device,
+            workers=R.workers, per_class=E.ref_per_class or None))
     by_name = {a.name: a for a in all_arms}
     for name in dit_arms:
         a = by_name[name]
-        steps.append(Step(f"train-dit.{name}", (
-            "train-dit", "--preset", E.dit_preset, "--tokenizer", str(L.decoder_ckpt(name)), "--data", data,
-            "--cache-latents", str(L.out / "latents" / name), "--steps", str(E.dit_steps),
-            "--batch-size", str(E.dit_batch_size), "--seed", str(a.seed), *_common(cfg),
-            "--ckpt-every", str(max(1, E.dit_steps // 4)), "--image-every", str(E.dit_steps),
-            "--out", str(L.dit(name))), run_dir=str(L.dit(name))))
-        steps.append(Step(f"sample.{name}", (
-            "sample", str(L.dit(name) / "checkpoints" / "latest.pt"), "-n", str(E.samples),
-            "--steps", str(E.sample_steps), "--seed", "0", "--device", R.device, "--out", str(L.samples(name)))))
-        steps.append(Step(f"eval-samples.{name}", (
-            "eval-samples", str(L.samples(name)), "--ref-stats", str(L.train_stats), "--device", R.device,
-            "--out", str(L.samples(name) / "eval.json"))))
+        steps.append(_step(
+            f"train-dit.{name}", "train-dit", DiTTrainConfig, run_dir=L.dit(name), preset=E.dit_preset,
+            tokenizer=L.decoder_ckpt(name), data=data, cache_latents=L.out / "latents" / name, steps=E.dit_steps,
+            batch_size=E.dit_batch_size, seed=a.seed, **_common(cfg), ckpt_every=max(1, E.dit_steps // 4),
+            image_every=E.dit_steps, out=L.dit(name)))
+        steps.append(_step(
+            f"sample.{name}", "sample", SampleConfig, L.dit(name) / "checkpoints" / "latest.pt", n=E.samples,
+            steps=E.sample_steps, seed=0, device=R.device, out=L.samples(name)))
+        steps.append(_step(
+            f"eval-samples.{name}", "eval-samples", EvalSamplesConfig, L.samples(name), ref_stats=L.train_stats,
+            device=R.device, out=L.samples(name) / "eval.json"))
     return steps
 
 
@@ -353,4 +353,3 @@ def write_commands(cfg: StudyConfig, steps: list[Step], path: str | os.PathLike[
              "# Rerun a command with --resume added to continue an interrupted training run.", "set -euo pipefail", ""]
     lines += [s.command() for s in steps]
     return write_text_atomic(path, "\n".join(lines) + "\n")
-

@@ -11,7 +11,7 @@ from typing import Any
 
 from rectok_core.config import to_dict
 from rectok_core.tools.study import FORMAT, VERSION, Layout, StudyConfig, arms, dim_arms
-from rectok_core.utils.files import write_text_atomic
+from rectok_core.utils.files import atomic_open, write_text_atomic
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -210,7 +210,8 @@ def plot_dims(result: dict[str, Any], cfg: StudyConfig, path: str | os.PathLike[
         fig.suptitle(f"full recipe (FSD + RAD) against latent dim{note}", fontsize=10)
         fig.tight_layout()
         path = Path(path)
-        fig.savefig(path)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return path
@@ -226,7 +227,8 @@ def write_results(cfg: StudyConfig, timings: dict[str, float] | None = None) -> 
     src = L.probe / "probe.png"
     if src.is_file():
         dst = L.out / "probe_flow.png"
-        dst.write_bytes(src.read_bytes())
+        with atomic_open(dst, "wb") as f:
+            f.write(src.read_bytes())
         out["probe_flow.png"] = dst
     dims = plot_dims(result, cfg, L.out / "dims.png")
     if dims is not None:

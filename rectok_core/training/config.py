@@ -5,14 +5,39 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rectok_core.config import device_spec, fraction, nonneg, open_unit, opt, positive, section
+from rectok_core.config import WEIGHTS, choice, device_spec, fraction, nonneg, open_unit, opt, positive, section
 from rectok_core.errors import RectokError
-from rectok_core.models.tokenizer import TokenizerModelConfig
+from rectok_core.models.config import DIT_PRESETS, DiTConfig, TokenizerModelConfig
 from rectok_core.teachers import available_teachers, teacher_help
-from rectok_core.training.engine import PRECISIONS
-from rectok_core.training.logging import parse_log_spec
-from rectok_core.utils.checkpoint import WEIGHTS
+from rectok_core.teachers.registry import teacher_spec
+from rectok_core.training.trackers import parse_log_spec
 from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
+from rectok_core.utils.runtime import PRECISIONS
+
+PERCEPTUAL_HELP = ("perceptual loss: lpips+convnext (official: (LPIPS-VGG16 + 0.1·ConvNeXt-S logit MSE) / 1.1, needs "
+                   "both ImageNet weight files), lpips (rectok's choice: LPIPS alone) or none")
+
+#: ``--recipe``: ``official`` (the default) keeps the field defaults, which are the official code's settings
+#: wherever a choice changes the trained model (recipe §11); ``rectok`` sets rectok's own choices, each of which is
+#: also one flag. Applied after the defaults and before the preset, the config file and the flags.
+RECIPES = ("official", "rectok")
+RECIPE_HELP = ("official (the official code's settings wherever they change the trained model) or rectok (rectok's "
+               "choices: --rope rotation, --teacher-resize native, --perceptual lpips, --lr-scale-accum, and "
+               "for finetune-decoder --init ema; recipe §11)")
+RECTOK_RECIPE = {
+    "tokenizer": {"model": dict(rope="rotation"), "loss": dict(perceptual="lpips", teacher_resize="native"),
+                  "optim": dict(lr_scale_accum=True)},
+    "finetune": {"": dict(init="ema"), "loss": dict(perceptual="lpips"), "optim": dict(lr_scale_accum=True)},
+}
+
+
+def _apply_recipe(cfg: Any, name: str, table: dict[str, dict[str, Any]]) -> None:
+    choice("recipe", name, RECIPES)
+    cfg.recipe = name
+    if name == "rectok":
+        for part, values in table.items():
+            for k, v in values.items():
+                setattr(getattr(cfg, part) if part else cfg, k, v)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -77,8 +102,11 @@ class AdamWConfig:
 
 @dataclass
 class OptimConfig(AdamWConfig):
-    blr: float = opt(1e-4, "base learning rate; lr = blr × global batch / 256")
+    blr: float = opt(1e-4, "base learning rate; lr = blr × batch size × processes / 256 (official: --grad-accum "
+                           "does not enter, recipe §11.15)")
     lr: float = opt(0.0, "absolute learning rate (overrides --blr when > 0)")
+    lr_scale_accum: bool = opt(False, "also multiply the --blr learning rate by --grad-accum (rectok's choice; the "
+                                      "official code does not, recipe §11.15)")
     min_lr: float = opt(0.0, "learning rate at the end of the cosine decay")
     warmup: float = opt(0.25, "linear warm-up, as a fraction of the run (0.25 = 50 of 200 epochs)")
 
@@ -99,8 +127,9 @@ class TokenizerLossConfig:
     teacher_weights: str = opt("", "local teacher weights file (used instead of the hub)", aliases=("--vfm-weights",))
     teacher_init: str = opt("pretrained", "teacher weights: pretrained, or random (speed tests only: meaningless "
                                           "features)", ("pretrained", "random"), aliases=("--vfm-init",))
-    teacher_resize: str = opt("native", "teacher input: native (one teacher patch per token) or the official "
-                                        "256→224→256 round trip", ("native", "official"), aliases=("--vfm-resize",))
+    teacher_resize: str = opt("official", "teacher input: official (the 256→224→256 round trip, /16 DINOv3 teachers "
+                                          "only) or native (one teacher patch per token, rectok's choice; needed by "
+                                          "every other teacher)", ("official", "native"), aliases=("--vfm-resize",))
     t_schedule: str = opt("shift", "noise-level distribution of Flow Semantic Distillation",
                           ("shift", "uniform", "lognorm"))
     gamma: float = opt(1.0, "noise scale of FSD; 0 disables flow noise")
@@ -110,9 +139,11 @@ class TokenizerLossConfig:
                                        "(rec)", ("rec+align", "align", "rec"))
     mask_min: float = opt(-0.1, "RAD mask ratio r = max(0, U(mask_min, mask_max))")
     mask_max: float = opt(0.4, "upper end of the mask-ratio draw (0 disables masking)")
-    perceptual: str = opt("lpips", "perceptual loss", ("lpips", "lpips+convnext", "none"))
+    perceptual: str = opt("lpips+convnext", PERCEPTUAL_HELP, ("lpips+convnext", "lpips", "none"))
     lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
-    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term")
+    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term (convnext_small-0c510722.pth)")
+    perceptual_init: str = opt("pretrained", "perceptual networks: pretrained, or random (tests and speed checks "
+                                             "only: a meaningless loss)", ("pretrained", "random"))
     rec_weight: float = opt(1.0, "pixel MSE weight")
     perceptual_weight: float = opt(1.0, "perceptual loss weight")
     kl_weight: float = opt(1e-6, "KL weight")
@@ -125,6 +156,12 @@ class TokenizerLossConfig:
         for name in ("gamma", "rec_weight", "perceptual_weight", "kl_weight", "sem_weight", "gan_weight"):
             nonneg(name, getattr(self, name))
         fraction("disc_start", self.disc_start)
+        if self.teacher_resize == "official" and self.teacher != "none":
+            spec = teacher_spec(self.teacher)
+            if (spec.family, spec.patch) != ("dinov3", 16):
+                raise RectokError(f"--teacher-resize official (the official 256→224→256 round trip, the default) "
+                                  f"exists for /16 DINOv3 teachers only: add --teacher-resize native for --teacher "
+                                  f"{self.teacher}")
         if not -1 <= self.mask_min <= self.mask_max < 1:
             raise RectokError(f"mask ratios need -1 <= --mask-min ({self.mask_min}) <= --mask-max ({self.mask_max}) < 1")
 
@@ -132,11 +169,17 @@ class TokenizerLossConfig:
 @dataclass
 class TokenizerTrainConfig:
     """``rectok train-tokenizer``: stage-1 RecTok training (FSD + RAD)."""
-    preset: str = opt("base", "named preset (sets the defaults of every other option)")
+    preset: str = opt("base", "named preset: base (the official model and recipe), tiny and small64 (CPU and "
+                              "small-GPU demos with cheaper settings: --perceptual none, an offline InceptionV3 "
+                              "teacher with --teacher-resize native; tiny also no GAN)")
+    recipe: str = opt("official", RECIPE_HELP, RECIPES)
     model: TokenizerModelConfig = section(TokenizerModelConfig)
     run: RunConfig = section(RunConfig)
     optim: OptimConfig = section(OptimConfig)
     loss: TokenizerLossConfig = section(TokenizerLossConfig)
+
+    def apply_recipe(self, name: str) -> None:
+        _apply_recipe(self, name, RECTOK_RECIPE["tokenizer"])
 
     def validate(self) -> None:
         for part in (self.model, self.run, self.optim, self.loss):
@@ -154,7 +197,7 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                     image_every=100, out="runs/tiny-tokenizer"),
         "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
         # no GAN: a 2.8M-parameter PatchGAN overwhelms a 0.2M-parameter tokenizer in a 200-step run
-        "loss": dict(teacher="inception-s", perceptual="none", gan_weight=0.0),
+        "loss": dict(teacher="inception-s", teacher_resize="native", perceptual="none", gan_weight=0.0),
     },
     # The imagenette-64 setting of the reproduction study: 64 px, patch 4 → the paper's 16×16 token grid.
     "small64": {
@@ -162,16 +205,18 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       sem_width=192, sem_depth=3, sem_heads=4),
         "run": dict(batch_size=64, epochs=0.0, steps=5000, out="runs/small64-tokenizer"),
         "optim": dict(blr=4e-4, warmup=0.05),
-        "loss": dict(teacher="inception", perceptual="none"),
+        "loss": dict(teacher="inception", teacher_resize="native", perceptual="none"),
     },
 }
 
 
 @dataclass
 class DecoderLossConfig:
-    perceptual: str = opt("lpips", "perceptual loss", ("lpips", "lpips+convnext", "none"))
+    perceptual: str = opt("lpips+convnext", PERCEPTUAL_HELP, ("lpips+convnext", "lpips", "none"))
     lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
-    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term")
+    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term (convnext_small-0c510722.pth)")
+    perceptual_init: str = opt("pretrained", "perceptual networks: pretrained, or random (tests and speed checks "
+                                             "only: a meaningless loss)", ("pretrained", "random"))
     rec_weight: float = opt(1.0, "pixel MSE weight")
     perceptual_weight: float = opt(1.0, "perceptual loss weight")
     gan_weight: float = opt(0.1, "generator GAN loss weight")
@@ -189,17 +234,27 @@ class DecoderLossConfig:
                                    sem_weight=0.0, **dataclasses.asdict(self))
 
 
+#: Where a decoder fine-tuning starts (``--init``): see :class:`FinetuneConfig`.
+FINETUNE_INITS = ("official",) + tuple(WEIGHTS)
+
+
 @dataclass
 class FinetuneConfig:
     """``rectok finetune-decoder``: frozen encoder, pixel decoder fine-tuned for reconstruction (recipe §3.2)."""
-    preset: str = opt("base", "named preset (sets the defaults of every other option)")
+    preset: str = opt("base", "named preset: base (the official recipe), tiny and small64 (CPU and small-GPU demos "
+                              "with --perceptual none; tiny also no GAN)")
+    recipe: str = opt("official", RECIPE_HELP, RECIPES)
     tokenizer: str = opt("", "stage-1 tokenizer checkpoint to fine-tune", cli=False)
-    init: str = opt("ema", "stage-1 weights to start from (the EMA weights are what stage-1 evaluation uses)",
-                    WEIGHTS)
+    init: str = opt("official", "start: official (live model ← stage-1 raw weights, EMA ← stage-1 EMA; the frozen "
+                                "encoder is the raw one in both, recipe §3.3), ema or raw (both from those weights; "
+                                "ema is rectok's choice)", FINETUNE_INITS)
     model: TokenizerModelConfig = section(TokenizerModelConfig, cli=False)
     run: RunConfig = section(RunConfig, epochs=100.0, out="runs/decoder-ft")
     optim: OptimConfig = section(OptimConfig, blr=5e-5, warmup=0.05)
     loss: DecoderLossConfig = section(DecoderLossConfig)
+
+    def apply_recipe(self, name: str) -> None:
+        _apply_recipe(self, name, RECTOK_RECIPE["finetune"])
 
     def validate(self) -> None:
         for part in (self.run, self.optim, self.loss):
@@ -226,16 +281,68 @@ FINETUNE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # ---------------------------------------------------------------------------------------------------------
 # Generator (DiT^DH) training: ``rectok train-dit`` (recipe §4)
 # ---------------------------------------------------------------------------------------------------------
-DIT_SIZES = ("S", "B", "L", "XL", "mini", "tiny")  # the keys of rectok_core.dit.DIT_PRESETS
+DIT_SIZES = tuple(DIT_PRESETS)  # the DiT^DH size presets
+
+#: The DiT^DH shape options: trunk width/depth/heads and DDT-head width/depth/heads.
+DIT_SHAPE = ("width", "depth", "heads", "head_width", "head_depth", "head_heads")
+
+
+def dit_shape(size: str) -> dict[str, int]:
+    """The trunk and head shape of a DiT^DH size preset (head fields the preset omits: ``DiTConfig``'s defaults)."""
+    c = DiTConfig(**DIT_PRESETS[size])
+    return {k: getattr(c, k) for k in DIT_SHAPE}
+
+
+def _head_counts(width: int) -> list[int]:
+    """Head counts that split ``width`` into heads of a size divisible by 4 (2-D RoPE)."""
+    return [h for h in range(1, width // 4 + 1) if width % (4 * h) == 0]
 
 
 @dataclass
 class DiTModelConfig:
-    size: str = opt("XL", "DiT^DH size (set by --preset)", DIT_SIZES, cli=False)
+    size: str = opt("XL", "DiT^DH size preset the shape starts from (set by --preset)", DIT_SIZES, cli=False)
+    width: int = opt(None, "DiT trunk width (channels per token)", flag_type=int)
+    depth: int = opt(None, "DiT trunk blocks", flag_type=int)
+    heads: int = opt(None, "DiT trunk attention heads (width/heads must be divisible by 4)", flag_type=int)
+    head_width: int = opt(None, "width of the wide DDT head", flag_type=int)
+    head_depth: int = opt(None, "DDT head blocks", flag_type=int)
+    head_heads: int = opt(None, "DDT head attention heads (head-width/head-heads must be divisible by 4)",
+                          flag_type=int)
     class_dropout: float = opt(0.1, "label-dropout probability (trains the null class that CFG uses)")
+
+    def __post_init__(self) -> None:
+        # unset shape fields (also those of a config saved before they existed) are the size preset's
+        if self.size in DIT_PRESETS:
+            for k, v in dit_shape(self.size).items():
+                if getattr(self, k) is None:
+                    setattr(self, k, v)
+
+    def shape(self) -> dict[str, int]:
+        """The ``DiTConfig`` shape fields (``build_dit`` overrides)."""
+        return {k: getattr(self, k) for k in DIT_SHAPE}
+
+    def label(self) -> str:
+        """``DiT^DH-S``, or the trunk and head shape when the shape options changed the preset's."""
+        if self.size in DIT_PRESETS and self.shape() == dit_shape(self.size):
+            return f"DiT^DH-{self.size}"
+        return (f"DiT^DH (trunk {self.width}×{self.depth}, {self.heads} heads; head {self.head_width}×"
+                f"{self.head_depth}, {self.head_heads} heads)")
 
     def validate(self) -> None:
         fraction("class_dropout", self.class_dropout)
+        for k in DIT_SHAPE:
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise RectokError(f"--{k.replace('_', '-')} must be an integer, got {v!r}")
+            positive(k, v)
+        for w, h, wn, hn in ((self.width, self.heads, "width", "heads"),
+                             (self.head_width, self.head_heads, "head-width", "head-heads")):
+            if w % h != 0 or (w // h) % 4 != 0:
+                ok = _head_counts(w)
+                hint = (f"e.g. --{hn} {min(ok, key=lambda c: abs(c - h))}" if ok else
+                        f"make --{wn} a multiple of 4")
+                raise RectokError(f"--{wn} {w} with --{hn} {h}: each attention head needs a whole number of "
+                                  f"channels divisible by 4 (2-D RoPE); {hint}")
 
 
 @dataclass
@@ -289,20 +396,20 @@ class DiTTrainConfig:
 DIT_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The paper's generator: 800-epoch schedule (lr held to epoch 40, linear to 2e-5 at 800), 64 images per
     # GPU × 16 GPUs = 1024; the released checkpoints are epochs 80 and 600 of that schedule (--epochs 80/600).
-    "XL": {"model": dict(size="XL"), "run": dict(out="runs/dit-xl")},
-    "L": {"model": dict(size="L"), "run": dict(out="runs/dit-l")},
-    "B": {"model": dict(size="B"), "run": dict(out="runs/dit-b")},
+    "XL": {"model": dict(size="XL", **dit_shape("XL")), "run": dict(out="runs/dit-xl")},
+    "L": {"model": dict(size="L", **dit_shape("L")), "run": dict(out="runs/dit-l")},
+    "B": {"model": dict(size="B", **dit_shape("B")), "run": dict(out="runs/dit-b")},
     # The AutoGuidance guide: DiT^DH-S, 30 epochs of the same schedule.
-    "S": {"model": dict(size="S"), "run": dict(epochs=30.0, out="runs/dit-s")},
+    "S": {"model": dict(size="S", **dit_shape("S")), "run": dict(epochs=30.0, out="runs/dit-s")},
     # One-GPU small-scale studies (rectok reproduce): lr held, then decayed over the last part of a short run.
     "mini": {
-        "model": dict(size="mini"),
+        "model": dict(size="mini", **dit_shape("mini")),
         "run": dict(epochs=0.0, steps=6000, log_every=100, ckpt_every=1000, image_every=2000, out="runs/dit-mini"),
         "optim": dict(lr=2e-4, min_lr=2e-5, ema=0.999),
     },
     # CPU-sized, on the tiny tokenizer's digits latents: a few hundred steps, for demos, tests and smoke runs.
     "tiny": {
-        "model": dict(size="tiny"),
+        "model": dict(size="tiny", **dit_shape("tiny")),
         "run": dict(batch_size=32, epochs=0.0, steps=300, workers=0, log_every=10, ckpt_every=100,
                     image_every=100, out="runs/tiny-dit"),
         "optim": dict(lr=1e-3, min_lr=1e-4, decay_start=2.0, decay_end=7.0, ema=0.99),

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from rectok_core.checkpoints import load_tokenizer, open_checkpoint
+from rectok_core.checkpoints.families import absolute_spec, is_family_spec, load_any_tokenizer
 from rectok_core.data.latent_cache import ensure_latent_cache
 from rectok_core.data.latent_stats import (
     LatentStats,
@@ -31,27 +33,16 @@ from rectok_core.errors import CheckpointError, DataError
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.transport import flow_matching_loss
 from rectok_core.models.dit import DiTDH, build_dit
-from rectok_core.models.tokenizer import RecTok, load_tokenizer
+from rectok_core.models.tokenizer import RecTok
 from rectok_core.sampling.generate import preview_rows
 from rectok_core.training.config import DiTOptimConfig, DiTTrainConfig
-from rectok_core.training.engine import (
-    EMA,
-    StepRandom,
-    adamw,
-    autocast,
-    cuda_fast_paths,
-    hold_then_linear,
-    maybe_compile,
-    optimizer_impl,
-    param_groups,
-    resolve_compile,
-    resolve_precision,
-)
+from rectok_core.training.engine import EMA, StepRandom, adamw, hold_then_linear, optimizer_impl, param_groups
 from rectok_core.training.memory import check_fits
 from rectok_core.training.rundir import RunDir
 from rectok_core.training.scaffold import TrainLoop, plan_steps
 from rectok_core.utils import checkpoint, distributed
 from rectok_core.utils.images import class_caption, save_grid
+from rectok_core.utils.runtime import autocast, cuda_fast_paths, maybe_compile, resolve_compile, resolve_precision
 
 KIND = "dit"
 
@@ -144,11 +135,13 @@ class DiTTrainer:
 
 def build_dit_trainer(size: str, latent_shape: tuple[int, int, int], num_classes: int, class_dropout: float,
                       O: DiTOptimConfig, stats: LatentStats, device: torch.device, precision: str,
-                      tokenizer: RecTok | None = None, grad_accum: int = 1) -> DiTTrainer:
-    """A fresh DiT^DH of preset ``size`` for latents ``(C, h, w)``, with its EMA and AdamW, on ``device``."""
+                      tokenizer: RecTok | None = None, grad_accum: int = 1,
+                      shape: dict[str, int] | None = None) -> DiTTrainer:
+    """A fresh DiT^DH of preset ``size`` (``shape``: other trunk/head widths, depths, heads) for latents
+    ``(C, h, w)``, with its EMA and AdamW, on ``device``."""
     C, h, _ = latent_shape
     model = build_dit(size, in_channels=C, input_size=h, num_classes=num_classes,
-                      class_dropout=class_dropout).to(device)
+                      class_dropout=class_dropout, **(shape or {})).to(device)
     ema = EMA(model, O.ema)
     opt = adamw(param_groups(model, O.weight_decay), O.lr, (O.beta1, O.beta2), device)
     return DiTTrainer(model=model, ema=ema, opt=opt, stats=stats, optim=O, device=device, precision=precision,
@@ -167,9 +160,12 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     cuda_fast_paths(dev)
     prec = resolve_precision(dev, R.precision)
     compiled = resolve_compile(R.compile, dev)
-    resumed = checkpoint.load(run.latest, KIND) if R.resume else None
+    resumed = open_checkpoint(run.latest, KIND) if R.resume else None
 
-    tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
+    if is_family_spec(L.tokenizer):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
+        tokenizer, tmeta = load_any_tokenizer(L.tokenizer, device=dev)
+    else:
+        tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
     if resumed is not None and tmeta["sha256"] != resumed["tokenizer"]["sha256"]:
         raise CheckpointError(f"tokenizer {L.tokenizer} (sha256 {tmeta['sha256'][:12]}) is not the one the run in "
                               f"{R.out} trains on (sha256 {resumed['tokenizer']['sha256'][:12]})")
@@ -195,10 +191,12 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     sampler, steps_per_epoch, total, global_batch = plan_steps(dataset, R, d)
     decay_start, decay_end = round(O.decay_start * steps_per_epoch), round(O.decay_end * steps_per_epoch)
 
-    check_fits(f"DiT^DH-{M.size}", lambda: build_dit(M.size, in_channels=C, input_size=h, num_classes=len(classes),
-                                                     class_dropout=M.class_dropout), dev)
+    check_fits(M.label(), lambda: build_dit(M.size, in_channels=C, input_size=h, num_classes=len(classes),
+                                            class_dropout=M.class_dropout, **M.shape()), dev,
+               batch=R.batch_size, tokens=h * w)
     tr = build_dit_trainer(M.size, (C, h, w), len(classes), M.class_dropout, O, stats, dev, prec,
-                           tokenizer=None if L.cache_latents else tokenizer, grad_accum=R.grad_accum)
+                           tokenizer=None if L.cache_latents else tokenizer, grad_accum=R.grad_accum,
+                           shape=M.shape())
     model, ema, opt = tr.model, tr.ema, tr.opt
     loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, "train-dit", compiled)
     loop.restore(resumed, model, ema, opt)
@@ -220,7 +218,8 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
     def state() -> dict:
         return {"dit_config": dataclasses.asdict(model.config), "model": model.state_dict(),
                 "ema": ema.state_dict(), "opt": opt.state_dict(), "rng": checkpoint.rng_state(),
-                "tokenizer": {"path": os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
+                "tokenizer": {"path": absolute_spec(L.tokenizer) if is_family_spec(L.tokenizer) else
+                              os.path.abspath(L.tokenizer), "sha256": tmeta["sha256"],
                               "weights": tmeta["weights"], "image_size": tokenizer.cfg.image_size,
                               "grid": [h, w], "channels": C},
                 "latent_stats": stats.state(), "num_classes": len(classes), "classes": classes,

@@ -1,12 +1,12 @@
 """Training-engine pieces shared by every training command: optimizer groups, learning-rate schedules, EMA,
-precision, per-step random generators, the non-finite guard and the progress display.
+per-step random generators, the non-finite guard, stop requests and metric windows (optimisation only; device,
+precision and compile helpers are in :mod:`rectok_core.utils.runtime`).
 
-The loops themselves live next to their task (``train_tokenizer.py`` for both tokenizer stages,
-``train_dit.py``) so each one reads top to bottom on one screen.
+The loops themselves live next to their task (``training/tokenizer.py`` for both tokenizer stages,
+``training/dit.py``) so each one reads top to bottom on one screen.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from rectok_core.errors import RectokError, Stopped
-from rectok_core.utils.progress import progress  # noqa: F401  (the training loops' bar)
+from rectok_core.utils.checkpoint import load_state_strict
+from rectok_core.utils.distributed import all_reduce_sum
 
 NO_DECAY_KEYS = ("ln", "bias", "embedding", "norm", "gamma", "embed", "token")
 
@@ -123,53 +124,7 @@ class EMA:
         return self.module.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        from rectok_core.utils.checkpoint import load_state_strict
         load_state_strict(self.module, state, "EMA weights")
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
-    if resolve_precision(device, precision) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-#: ``--precision`` values: autocast dtype, ``auto`` = bf16 on CUDA, fp32 on CPU.
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-#: The torch.compile backend (``RECTOK_COMPILE_BACKEND=eager`` or ``aot_eager`` to debug or test the wiring).
-COMPILE_BACKEND = os.environ.get("RECTOK_COMPILE_BACKEND", "inductor")
-
-
-def resolve_compile(setting: bool | None, device: torch.device) -> bool:
-    """``--compile/--no-compile``; not given (None, "auto") means on for CUDA, off elsewhere."""
-    return device.type == "cuda" if setting is None else bool(setting)
-
-
-def maybe_compile(module, enabled: bool, **kwargs):
-    """``torch.compile(module)`` with :data:`COMPILE_BACKEND` when ``enabled``, else ``module`` unchanged."""
-    return torch.compile(module, backend=COMPILE_BACKEND, **kwargs) if enabled else module
-
-
-def cuda_fast_paths(device: torch.device) -> None:
-    """TF32 matmuls/convolutions and cuDNN autotuning (fixed image sizes) on CUDA, as the official runs."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (a no-op on CPU): for wall-clock timing."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepRandom:
@@ -200,9 +155,14 @@ class FiniteGuard:
     :meth:`observe` runs every step on the loss terms *and* the gradient norm (a finite loss with a NaN gradient
     poisons every weight); the flag and the first bad step accumulate on the device, so a CUDA step never waits on
     the host; :meth:`check` reads them (every step on CPU, at log and checkpoint steps elsewhere).
-    :meth:`check_state` looks at every parameter and EMA tensor right before a save (cheap at checkpoint time).
+    :meth:`check_state` looks at every parameter and EMA tensor right before a save (cheap at checkpoint time): all
+    finite, and none larger in magnitude than :data:`WEIGHT_BOUND` (weights that big have already exploded: a
+    checkpoint of them is finite but useless, so it is not written either).
     :meth:`saved` records the last finite checkpoint, which the error names (path and step), or says none exists.
     """
+
+    #: The largest |weight| a healthy run reaches (trained transformer weights stay well below 100).
+    WEIGHT_BOUND = 1e4
 
     def __init__(self, device: torch.device, kept: tuple[str, int] | None = None):
         self.device = device
@@ -226,12 +186,13 @@ class FiniteGuard:
 
     def kept_text(self) -> str:
         if self.kept is None:
-            return "no finite checkpoint was written, so there is nothing to resume from"
-        return f"the last finite checkpoint is {self.kept[0]} (step {self.kept[1]}): --resume continues from it"
+            return ("no finite checkpoint was written, so there is nothing to resume from: start again with a "
+                    "smaller --lr (or --blr), a longer --warmup or a tighter --grad-clip")
+        return (f"the last finite checkpoint is {self.kept[0]} (step {self.kept[1]}): --resume with a smaller --lr "
+                f"(or --blr), a longer --warmup or a tighter --grad-clip continues from it (earlier ones: "
+                f"recent_*.pt beside it)")
 
     def check(self, step: int) -> None:
-        from rectok_core.utils.distributed import all_reduce_sum
-
         bad = all_reduce_sum((~self.ok).int())  # every rank stops together
         if bool(bad):
             bad_keys = [k for k, v in self.bad_terms.items() if bool(v)]
@@ -243,16 +204,19 @@ class FiniteGuard:
 
     def check_state(self, step: int, modules: dict[str, Iterable[torch.Tensor]]) -> None:
         """Before saving at ``step``: every floating tensor of ``modules`` (name → tensors) must be finite."""
-        from rectok_core.utils.distributed import all_reduce_sum
-
-        bad_names = []
+        bad_names, peak = [], 0.0
         for name, tensors in modules.items():
-            ts = [t.detach() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+            ts = [t.detach() for t in tensors if torch.is_tensor(t) and t.is_floating_point() and t.numel()]
             if ts and not bool(torch.stack([torch.isfinite(t).all() for t in ts]).all()):
                 bad_names.append(name)
+            elif ts:
+                peak = max(peak, float(torch.stack([t.abs().max().float() for t in ts]).max()))
         if bool(all_reduce_sum(torch.tensor(len(bad_names), device=self.device))):
             raise NonFiniteLoss(f"non-finite {' and '.join(bad_names) or 'weights'} at step {step} (not saved): "
                                 f"training stopped; {self.kept_text()}")
+        if bool(all_reduce_sum(torch.tensor(int(peak > self.WEIGHT_BOUND), device=self.device))):
+            raise NonFiniteLoss(f"exploding weights at step {step} (max |w| = {peak:.3g} > {self.WEIGHT_BOUND:g}; "
+                                f"not saved): training stopped; {self.kept_text()}")
 
 
 class NonFiniteLoss(RectokError):
@@ -300,8 +264,6 @@ class StopRequest:
             return self.requested
         if step % every:
             return False
-        from rectok_core.utils.distributed import all_reduce_sum
-
         return bool(all_reduce_sum(torch.tensor(int(self.requested), device=device)))
 
     def stop(self, step: int, saved: str | None) -> None:
@@ -313,22 +275,33 @@ class StopRequest:
 
 
 class MetricWindow:
-    """Running sums of a step's loss terms on the device, averaged (one host sync) at each log step."""
+    """Running sums of a step's loss terms on the device, averaged (one host sync) at each log step. Checkpoints
+    carry it (:meth:`state_dict`), so the first row logged after a resume averages the same steps as an
+    uninterrupted run's."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
         self.n = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "sums": {k: v.detach().cpu() for k, v in self.sums.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.n = int(state["n"])
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
 
     def add(self, terms: dict[str, torch.Tensor]) -> None:
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0) + v.detach().float()
         self.n += 1
 
-    def means(self) -> dict[str, float]:
-        """The window's averages; the window starts again empty."""
+    def means(self, reset: bool = True) -> dict[str, float]:
+        """The window's averages; the window starts again empty (unless not ``reset``: a run's last row off the
+        ``--log-every`` grid, whose checkpoint keeps the window for a resumed run's next row)."""
         vals = torch.stack(list(self.sums.values())).cpu().tolist() if self.sums else []
         out = {k: v / max(self.n, 1) for k, v in zip(self.sums, vals)}
-        self.sums, self.n = {}, 0
+        if reset:
+            self.sums, self.n = {}, 0
         return out
 
 

@@ -11,7 +11,6 @@ probe-flow, bench) use their own prefix, e.g. ``eval/psnr``.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import logging
 import math
 import os
@@ -23,27 +22,14 @@ from typing import Any
 import numpy as np
 
 from rectok_core.errors import RectokError
-from rectok_core.utils.files import dumps_finite
+from rectok_core.training.trackers import TRACKERS, parse_log_spec  # noqa: F401 - re-exported
+from rectok_core.utils.files import dumps_finite, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-TRACKERS = ("jsonl", "tensorboard", "wandb")
 TB_DIR = "tensorboard"
 WANDB_ID_FILE = "wandb-id"
 WANDB_PROJECT = "rectok"
-
-
-def parse_log_spec(spec: str) -> tuple[str, ...]:
-    """``"tensorboard,wandb"`` → ``("jsonl", "tensorboard", "wandb")``; unknown or unavailable trackers are an error."""
-    names = [s.strip() for s in (spec or "").split(",") if s.strip()]
-    for n in names:
-        if n not in TRACKERS:
-            raise RectokError(f"--log {spec!r}: unknown tracker {n!r}; choose from {', '.join(TRACKERS)}")
-    if "wandb" in names and importlib.util.find_spec("wandb") is None:
-        raise RectokError("--log wandb needs the wandb package: pip install rectok[wandb]")
-    if "tensorboard" in names and importlib.util.find_spec("tensorboard") is None:
-        raise RectokError("--log tensorboard needs the tensorboard package: pip install tensorboard")
-    return ("jsonl", *[n for n in TRACKERS[1:] if n in names])
 
 
 def _jsonable(x: Any) -> Any:
@@ -97,12 +83,39 @@ class JsonlSink:
         pass
 
 
+def flat_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"section/key": value}`` of numbers, bools and strings (others as text)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+
 class TensorBoardSink:
-    def __init__(self, log_dir: Path, purge_step: int | None = None):
+    """Event files in ``log_dir``; the run's config goes in once (the first session): as hyperparameters (the HPARAMS
+    tab, linked to ``train/loss``) and as a text summary ``config``."""
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None, config: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
+        first = not any(log_dir.glob("events.out.tfevents.*"))
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step or None, flush_secs=30)
+        if config and first:
+            self.config(config)
+
+    def config(self, config: dict) -> None:
+        import json
+
+        from torch.utils.tensorboard.summary import hparams
+
+        for summary in hparams(flat_config(config), {"train/loss": 0.0}):  # in this run's folder, no sub-run
+            self.writer.file_writer.add_summary(summary)
+        text = json.dumps(config, indent=2, default=str)
+        self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), 0)
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         for k, v in values.items():
@@ -127,7 +140,7 @@ class WandbSink:
             if resume:
                 logger.warning("%s has no %s: --resume starts a new W&B run", run_dir, WANDB_ID_FILE)
             run_id = secrets.token_hex(4)  # W&B ids: lowercase letters and digits
-            id_file.write_text(run_id + "\n")
+            write_text_atomic(id_file, run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), id=run_id, resume="allow",
                               dir=str(run_dir), name=run_dir.resolve().name, config=config,
                               settings=wandb.Settings(silent=True))
@@ -165,7 +178,8 @@ class RunLogger:
         if "tensorboard" in self.trackers:
             # purge_step: TensorBoard hides the previous session's events after the checkpoint a resumed run restarts
             # from (logged by the killed process, redone now); those up to the checkpoint's step stay
-            self.sinks.append(TensorBoardSink(self.path / TB_DIR, purge_step=step + 1 if resume and step else None))
+            self.sinks.append(TensorBoardSink(self.path / TB_DIR, purge_step=step + 1 if resume and step else None,
+                                              config=config))
         if "wandb" in self.trackers:
             self.sinks.append(WandbSink(self.path, config, resume))
         atexit.register(self.close)
@@ -227,6 +241,18 @@ def results_run(checkpoint: str | Path, trackers: str) -> Path | None:
         raise RectokError(f"--log {trackers}: {checkpoint} is not in a run folder (RUN/checkpoints/*.pt beside "
                           f"RUN/config.json), so there is no run to log the results to")
     return run
+
+
+def log_figure_to_run(run_dir: str | Path, tag: str, record: dict[str, Any], figure: np.ndarray, step: int,
+                      trackers: str = "tensorboard") -> RunLogger:
+    """Append a result that is a curve (e.g. probe-flow's accuracy against t) to an existing run as one figure
+    ``tag`` at ``step`` for the trackers, and its numbers as an ``{"event": tag, ...}`` record in metrics.jsonl."""
+    path = Path(run_dir)
+    rl = RunLogger(path, trackers, resume=True, jsonl=False)
+    JsonlSink(path / "metrics.jsonl").record({"event": tag, "step": step, **record})
+    rl.image(tag, figure, step)
+    rl.close()
+    return rl
 
 
 def log_results_to_run(run_dir: str | Path, prefix: str, values: dict[str, Any], step: int,

@@ -4,14 +4,19 @@ Layout::
 
     OUT/config.json            resolved configuration (every default filled in)
     OUT/metrics.jsonl          one JSON object per log step (and events such as resume or NaN stop)
+    OUT/config_history.jsonl   one line per resume: the step and the settings it changed ({key: [old, new]})
     OUT/checkpoints/latest.pt  newest checkpoint (atomic); step_XXXXXXX.pt milestones with --keep-every
+    OUT/checkpoints/recent_XXXXXXX.pt  the checkpoints before latest.pt (RECENT_KEPT - 1 of them), all finite
     OUT/images/*.png           reconstruction / sample grids
     OUT/tensorboard/           TensorBoard event files (--log tensorboard)
     OUT/wandb/, OUT/wandb-id   the W&B run and its id (--log wandb; --resume continues the same W&B run)
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,11 @@ import torch
 
 from rectok_core.errors import RectokError
 from rectok_core.training.logging import RunLogger
-from rectok_core.utils.files import claim_output_dir, remove_stale_temps, write_json_atomic
+from rectok_core.utils.files import claim_output_dir, dumps_finite, remove_stale_temps, write_json_atomic, write_text_atomic
+
+#: Finite checkpoints a run keeps: latest.pt and the ones before it (after a loss spike, an earlier one may be the
+#: one to resume from: copy it over latest.pt).
+RECENT_KEPT = 3
 
 
 class RunDir:
@@ -50,6 +59,36 @@ class RunDir:
     def write_config(self, cfg_dict: dict) -> None:
         if self.is_main:
             write_json_atomic(self.path / "config.json", cfg_dict, indent=2)
+
+    def record_history(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` (with the time) to ``config_history.jsonl``: what each resume changed."""
+        if not self.is_main:
+            return
+        path = self.path / "config_history.jsonl"
+        old = path.read_text() if path.is_file() else ""
+        line = dumps_finite({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry}, default=str)
+        write_text_atomic(path, old + line + "\n")
+
+    def keep_recent(self, step: int | None) -> Path | None:
+        """Before ``latest.pt`` (of ``step``) is replaced: keep it as ``recent_STEP.pt`` (a hard link, so no copy
+        and no risk to latest.pt). Returns the link made (None when none was), for :meth:`prune_recent` after the
+        save, or for removal when the save failed."""
+        if not self.is_main or step is None or not self.latest.is_file():
+            return None
+        keep = self.ckpt_dir / f"recent_{step:07d}.pt"
+        if keep.exists():
+            return None
+        try:
+            os.link(self.latest, keep)
+        except OSError:  # a file system without hard links keeps only latest.pt
+            return None
+        return keep
+
+    def prune_recent(self) -> None:
+        """Delete all but the newest :data:`RECENT_KEPT` - 1 ``recent_*.pt``."""
+        for old in sorted(self.ckpt_dir.glob("recent_*.pt"))[:-(RECENT_KEPT - 1) or None]:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` to metrics.jsonl; a metric record (a ``step`` and no ``event``) also goes to the

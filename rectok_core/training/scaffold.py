@@ -12,21 +12,14 @@ from typing import Any
 import torch
 
 from rectok_core.config import to_dict
+from rectok_core.data.datasets import describe_dataset
 from rectok_core.data.sampler import ResumableSampler, build_loader, drop_bad
 from rectok_core.errors import DataError
-from rectok_core.training.engine import (
-    EMA,
-    FiniteGuard,
-    MetricWindow,
-    StepRandom,
-    StopRequest,
-    Throughput,
-    progress,
-    set_lr,
-    synchronize,
-)
+from rectok_core.training.engine import EMA, FiniteGuard, MetricWindow, StepRandom, StopRequest, Throughput, set_lr
 from rectok_core.training.rundir import RunDir
 from rectok_core.utils import checkpoint, distributed
+from rectok_core.utils.progress import progress
+from rectok_core.utils.runtime import synchronize
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +43,8 @@ def plan_steps(dataset, R, d: distributed.Dist) -> tuple[ResumableSampler, int, 
         raise DataError(f"{R.data}: {len(dataset)} images are fewer than one step of "
                         f"{R.batch_size}×{R.grad_accum}×{d.world_size} images")
     total = R.steps or math.ceil(R.epochs * steps_per_epoch)
+    if d.is_main:
+        logger.info(describe_dataset(dataset))  # how many images and classes, and which (split) folder
     return sampler, steps_per_epoch, total, R.batch_size * R.grad_accum * d.world_size
 
 
@@ -86,6 +81,18 @@ class Batches:
 
 
 
+def config_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """``{dotted.key: (old, new)}`` for the settings a resume changed (``run.resume`` itself left out)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for k in sorted(set(old) | set(new)):
+        key, a, b = f"{prefix}{k}", old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{key}."))
+        elif a != b and key != "run.resume":
+            out[key] = (a, b)
+    return out
+
+
 class TrainLoop:
     """What every training loop does around its own optimizer step.
 
@@ -109,6 +116,7 @@ class TrainLoop:
         loads any further state), restore the RNG and the step; then write the config and start tracking."""
         self.model, self.ema = model, ema
         run, R = self.rundir, self.R
+        self.window_state = None
         if resumed is not None:
             checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
             ema.load_state_dict(resumed["ema"])
@@ -117,7 +125,14 @@ class TrainLoop:
                 more(resumed)
             checkpoint.set_rng_state(resumed["rng"])
             self.step = resumed["step"]
-            run.log({"event": "resume", "step": self.step})
+            self.window_state = resumed.get("metric_window")
+            changed = config_changes(resumed["config"], to_dict(self.cfg))
+            if run.is_main:
+                shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                logger.info("resuming %s at step %d%s", run.path, self.step,
+                            f" with changed settings: {shown}" if shown else "")
+            run.record_history({"event": "resume", "step": self.step, "changed": changed})
+            run.log({"event": "resume", "step": self.step, **({"changed": changed} if changed else {})})
         run.write_config(to_dict(self.cfg))
         run.track(R.log, to_dict(self.cfg), self.step, R.resume)
 
@@ -143,7 +158,15 @@ class TrainLoop:
         if self.d.is_main:
             full = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": self.kind, **self.head,
                     "config": to_dict(self.cfg), "step": step, "epoch": step / self.steps_per_epoch, **state()}
-            checkpoint.save_atomic(full, run.latest)
+            full["metric_window"] = self.window.state_dict()
+            linked = run.keep_recent(self.guard.kept[1] if self.guard.kept else None)
+            try:
+                checkpoint.save_atomic(full, run.latest)
+            except BaseException:
+                if linked is not None:  # latest.pt is unchanged: no second name for it
+                    linked.unlink(missing_ok=True)
+                raise
+            run.prune_recent()
             if R.keep_every and step % R.keep_every == 0:
                 checkpoint.save_atomic(full, run.milestone(step))
         self.guard.saved(run.latest, step)
@@ -164,6 +187,10 @@ class TrainLoop:
         rnd = StepRandom(R.seed, d.rank, dev)
         self.guard = FiniteGuard(dev, kept=(str(run.latest), self.step) if R.resume else None)
         meter, window = Throughput(dev), MetricWindow()
+        self.window = window
+        if self.window_state is not None:  # the steps logged since the last log step before the checkpoint
+            window.load_state_dict(self.window_state, dev)
+        partial = R.resume and self.window_state is None  # an older checkpoint: the first row is marked
         bar = progress(total, self.step, self.label, d.is_main)
         if d.is_main and self.step == 0:
             run.log({"event": "start", "total_steps": total, "steps_per_epoch": self.steps_per_epoch, **start})
@@ -187,9 +214,11 @@ class TrainLoop:
                 if dev.type == "cpu" or step % R.log_every == 0 or step % R.image_every == 0 or step == total:
                     self.guard.check(step)
                 if self.due(step, R.log_every):
-                    rec = window.means()
+                    rec = window.means(reset=step % R.log_every == 0)
                     shown = derived(rec) if derived is not None else {}
                     rec.update(shown)
+                    if partial:
+                        rec["steps_averaged"], partial = step - first, False  # only those since the resume
                     rec.update(step=step, epoch=round(step / self.steps_per_epoch, 4), lr=lr, img_per_s=meter.rate(),
                                bad_images=self.stream.bad, **info)
                     run.log(rec)

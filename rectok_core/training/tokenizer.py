@@ -16,41 +16,35 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from rectok_core.checkpoints import open_checkpoint
 from rectok_core.config import from_dict
+from rectok_core.data.datasets import stratified_indices
 from rectok_core.data.readers import build_dataset
 from rectok_core.flow.noise import sample_noise_level, timestep_shift
+from rectok_core.losses.perceptual import PerceptualLoss
 from rectok_core.losses.tokenizer import DiscriminatorLoss, TokenizerLoss
 from rectok_core.metrics.image import psnr_from_mse
+from rectok_core.models.discriminator import NLayerDiscriminator
 from rectok_core.models.tokenizer import (
     RecTok,
     TokenizerModelConfig,
     masked_token_flags,
     random_masking,
 )
+from rectok_core.teachers.registry import build_teacher
 from rectok_core.training.config import (
     FinetuneConfig,
     OptimConfig,
     TokenizerLossConfig,
     TokenizerTrainConfig,
 )
-from rectok_core.training.engine import (
-    EMA,
-    StepRandom,
-    adamw,
-    autocast,
-    cuda_fast_paths,
-    maybe_compile,
-    optimizer_impl,
-    param_groups,
-    resolve_compile,
-    resolve_precision,
-    warmup_cosine,
-)
+from rectok_core.training.engine import EMA, StepRandom, adamw, optimizer_impl, param_groups, warmup_cosine
 from rectok_core.training.memory import check_fits
 from rectok_core.training.rundir import RunDir
 from rectok_core.training.scaffold import TrainLoop, plan_steps
 from rectok_core.utils import checkpoint, distributed
 from rectok_core.utils.images import save_grid
+from rectok_core.utils.runtime import autocast, cuda_fast_paths, maybe_compile, resolve_compile, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +54,6 @@ KIND = "tokenizer"
 
 def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
     """The frozen teacher on the tokenizer's token grid (None for --teacher none); sets ``cfg.model.teacher_dim``."""
-    from rectok_core.teachers.registry import build_teacher
-
     L = cfg.loss
     teacher = build_teacher(L.teacher, L.teacher_weights or None, cfg.model.grid, cfg.model.image_size,
                             resize=L.teacher_resize, pretrained="random" if L.teacher_init == "random" else "auto")
@@ -72,10 +64,10 @@ def build_teacher_for(cfg: TokenizerTrainConfig, device: torch.device):
 def build_perceptual(loss: TokenizerLossConfig, device: torch.device):
     if loss.perceptual == "none" or loss.perceptual_weight == 0:
         return None
-    from rectok_core.losses.perceptual import PerceptualLoss
 
     return PerceptualLoss(kind=loss.perceptual, vgg_weights=loss.lpips_vgg or None,
-                          convnext_weights=loss.convnext_weights or None).to(device)
+                          convnext_weights=loss.convnext_weights or None,
+                          allow_random=loss.perceptual_init == "random").to(device)
 
 
 @dataclass
@@ -185,8 +177,6 @@ def build_trainer(M: TokenizerModelConfig, L: TokenizerLossConfig, O: OptimConfi
     opt = adamw(param_groups(model, O.weight_decay), lr, (O.beta1, O.beta2), device)
     disc = opt_d = None
     if with_disc:
-        from rectok_core.models.discriminator import NLayerDiscriminator
-
         disc = NLayerDiscriminator(norm=L.disc_norm).to(device)
         opt_d = adamw(param_groups(disc, O.weight_decay), lr, (O.beta1, O.beta2), device)
     nhwc = device.type == "cuda" if channels_last is None else channels_last
@@ -196,7 +186,10 @@ def build_trainer(M: TokenizerModelConfig, L: TokenizerLossConfig, O: OptimConfi
             if m is not None:
                 m.to(memory_format=torch.channels_last)
         if disc is not None:
+            # NHWC weights as well as inputs: cuDNN returns the weight gradients of NHWC inputs in NHWC, and DDP's
+            # gradient buckets follow the parameters' strides ("Grad strides do not match bucket view strides")
             disc.channels_last = True
+            disc.to(memory_format=torch.channels_last)
     loss_fn = TokenizerLoss(L.rec_weight, L.perceptual_weight, L.kl_weight, L.sem_weight, L.gan_weight,
                             L.sem_target, perceptual, disc)
     return TokenizerTrainer(model=model, ema=ema, opt=opt, loss_fn=loss_fn, loss=L, optim=O, device=device,
@@ -211,6 +204,7 @@ class Plan:
     loss: TokenizerLossConfig                    # stage 2 switches noise, masking, KL and semantics off
     init: Callable[[RecTok], None] | None = None  # load starting weights (fresh runs only)
     frozen: tuple[str, ...] = ()                 # parameter-name prefixes that never train
+    init_ema: Callable[[torch.nn.Module], None] | None = None  # load the EMA's starting weights (fresh runs only)
     teacher: Callable[[], torch.nn.Module | None] = lambda: None  # built after seeding (random-init teachers)
 
 
@@ -226,18 +220,31 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
 def finetune_decoder(cfg: FinetuneConfig) -> Path:
     """Stage 2 (recipe §3.2): freeze the encoder and posterior, fine-tune the pixel decoder on posterior
     samples with MSE + perceptual + GAN (fresh discriminator). No flow noise, masking, KL or semantic loss; the
-    semantic decoder and the teacher are dropped. The EMA copies the frozen encoder exactly (§11.5)."""
+    semantic decoder and the teacher are dropped. The EMA keeps the frozen encoder of the live model (§11.5).
+
+    ``--init official`` starts as the official run (§3.2, §3.3): the live model from the stage-1 raw weights, the
+    EMA's trained part (the pixel decoder) from the stage-1 EMA, its frozen encoder from the live model, so both
+    weight sets of the result hold the raw stage-1 encoder. ``ema`` / ``raw`` start both from those weights."""
     d = distributed.setup(cfg.run.device)
     try:
-        ck = checkpoint.load(cfg.tokenizer, KIND)
+        ck = open_checkpoint(cfg.tokenizer, KIND)
         cfg.model = from_dict(TokenizerModelConfig, {**ck["config"]["model"], "teacher_dim": 0})
+        frozen = ("encoder.",)
+
+        def weights(slot: str) -> dict[str, torch.Tensor]:
+            return {k: v for k, v in ck[slot].items() if not k.startswith("sem_decoder.")}
 
         def init(model: RecTok) -> None:
-            state = {k: v for k, v in ck["ema" if cfg.init == "ema" else "model"].items()
-                     if not k.startswith("sem_decoder.")}
-            checkpoint.load_state_strict(model, state, f"{cfg.tokenizer} ({cfg.init} weights)")
+            slot = "ema" if cfg.init == "ema" else "model"
+            checkpoint.load_state_strict(model, weights(slot), f"{cfg.tokenizer} ({slot} weights)")
 
-        plan = Plan("decoder-ft", cfg.model, cfg.loss.as_tokenizer_loss(), init, frozen=("encoder.",))
+        def init_ema(ema: torch.nn.Module) -> None:  # official: the EMA's frozen encoder stays the live (raw) one
+            state = {**{k: v for k, v in ema.state_dict().items() if k.startswith(frozen)},
+                     **{k: v for k, v in weights("ema").items() if not k.startswith(frozen)}}
+            checkpoint.load_state_strict(ema, state, f"{cfg.tokenizer} (ema weights of the trained part)")
+
+        plan = Plan("decoder-ft", cfg.model, cfg.loss.as_tokenizer_loss(), init, frozen=frozen,
+                    init_ema=init_ema if cfg.init == "official" else None)
         return _fit(cfg, d, plan)
     finally:
         distributed.cleanup()
@@ -256,15 +263,19 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     sampler, steps_per_epoch, total, global_batch = plan_steps(dataset, R, d)
     warmup = int(O.warmup * total)
     disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
-    base_lr = O.lr or O.blr * global_batch / 256
+    # official: lr = blr × batch × processes / 256, without --grad-accum (recipe §11.15)
+    base_lr = O.lr or O.blr * (global_batch if O.lr_scale_accum else R.batch_size * d.world_size) / 256
     prec = resolve_precision(dev, R.precision)
     compiled = resolve_compile(R.compile, dev)
 
-    check_fits(f"the {plan.stage} tokenizer", lambda: RecTok(M, semantic=teacher is not None), dev)
+    check_fits(f"the {plan.stage} tokenizer", lambda: RecTok(M, semantic=teacher is not None), dev,
+               batch=R.batch_size, tokens=(M.image_size // M.patch_size) ** 2)
     tr = build_trainer(M, L, O, dev, prec, base_lr, teacher, perceptual,
                        with_disc=L.gan_weight > 0 and disc_start <= total,
                        init=plan.init if not R.resume else None, frozen=plan.frozen, grad_accum=R.grad_accum)
     model, ema, opt, disc, opt_d = tr.model, tr.ema, tr.opt, tr.disc, tr.opt_d
+    if plan.init_ema is not None and not R.resume:
+        plan.init_ema(ema.module)
 
     loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, plan.stage, compiled, head={"stage": plan.stage})
 
@@ -273,10 +284,11 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
             checkpoint.load_state_strict(disc, ck["disc"], f"{run.latest} discriminator")
             opt_d.load_state_dict(ck["opt_d"])
 
-    loop.restore(checkpoint.load(run.latest, KIND) if R.resume else None, model, ema, opt, more=load_disc)
+    loop.restore(open_checkpoint(run.latest, KIND) if R.resume else None, model, ema, opt, more=load_disc)
     tr.wrap(ddp=d.enabled, compile=compiled)
     batches = loop.batches(dataset, sampler)
-    vis = torch.stack([dataset[i]["image"] for i in range(min(8, len(dataset)))]).to(dev)
+    shown = stratified_indices([label for _, label in dataset.items], 8)  # several classes, not the first files
+    vis = torch.stack([dataset[i]["image"] for i in shown]).to(dev)
 
     def one_step(rnd: StepRandom, step: int) -> tuple[dict, int, dict]:
         gan_on = disc is not None and step >= disc_start

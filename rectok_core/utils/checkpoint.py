@@ -1,8 +1,8 @@
-"""Checkpoints: atomic writes, strict kind/shape checks, RNG state capture.
+"""The ``.pt`` layer: atomic saves, weights-only reads with one-line errors, strict state loading, RNG state.
 
 A checkpoint is a dict ``{"format": "rectok", "version": 1, "kind": KIND, "config": {...}, "model": ...,
-"ema": ..., "step": int, ...}``. ``KIND`` is one of :data:`KINDS`; loading a checkpoint of another kind is a
-one-line :class:`CheckpointError` naming what the file actually holds.
+"ema": ..., "step": int, ...}``. Kinds, export folders and Hub ids are :mod:`rectok_core.checkpoints`'s (the front
+door): it opens any of them and builds the model.
 """
 from __future__ import annotations
 
@@ -15,21 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from rectok_core.config import WEIGHTS  # noqa: F401 - re-exported (defined without torch, for the CLI)
 from rectok_core.errors import CheckpointError
-from rectok_core.utils.files import atomic_open
+from rectok_core.utils.files import atomic_open, file_sha256
 
 FORMAT = "rectok"
 
 
 VERSION = 1
-
-
-#: Which weights of a checkpoint a command uses: the EMA copy (what evaluation uses) or the raw trained ones.
-WEIGHTS = ("ema", "raw")
-KINDS = {
-    "tokenizer": "a RecTok tokenizer (train-tokenizer / finetune-decoder)",
-    "dit": "a DiT^DH generator (train-dit)",
-}
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -38,17 +31,12 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         torch.save(obj, f)
 
 
-def load(path: str | Path, kind: str | None = None, map_location: str | torch.device = "cpu") -> dict:
-    """Load a rectok checkpoint, checking its format and (optionally) its kind.
-
-    ``path`` may also be an export folder (``rectok export``) or a Hugging Face Hub id of one
-    (:func:`rectok_core.interop.resolve.open_checkpoint`): every command that takes a checkpoint takes those.
-    """
-    if not Path(path).is_file():
-        from rectok_core.interop.resolve import open_checkpoint
-
-        return open_checkpoint(path, kind)
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A rectok ``.pt`` checkpoint (weights-only unpickling), checked for its format header; one-line errors for an
+    empty, truncated, corrupt, foreign or code-carrying file. Folders, Hub ids and kind checks are the front
+    door's (:func:`rectok_core.checkpoints.open_checkpoint`)."""
     path = Path(path)
+    size = 0
     try:
         size = path.stat().st_size
         if size == 0:
@@ -58,13 +46,12 @@ def load(path: str | Path, kind: str | None = None, map_location: str | torch.de
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except CheckpointError:
         raise
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
     except Exception as e:  # corrupt, truncated, not a torch file, or unsafe pickle
         raise CheckpointError(f"cannot read checkpoint {path} ({size} bytes): {read_error(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a rectok checkpoint (no 'format: rectok' header)")
-    if kind is not None and ckpt.get("kind") != kind:
-        got = KINDS.get(ckpt.get("kind"), repr(ckpt.get("kind")))
-        raise CheckpointError(f"{path} holds {got}, but {KINDS[kind]} is needed here")
     return ckpt
 
 
@@ -91,8 +78,6 @@ def state_of(ckpt: dict, weights: str, path: str | Path) -> dict:
 
 def identity(ckpt: dict, path: str | Path) -> tuple[str, str]:
     """(local path, sha256) that identify a loaded checkpoint; an export folder keeps its source checkpoint's."""
-    from rectok_core.utils.files import file_sha256
-
     ident = ckpt.get("_identity")
     return (ident["path"], ident["sha256"]) if ident else (str(path), file_sha256(path))
 

@@ -6,6 +6,7 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +99,12 @@ def default_workers() -> int:
 
 #: How option help states that default (e.g. "default: auto = min(4, CPUs available), 2 here").
 WORKERS_DEFAULT = f"default: auto = min({MAX_DEFAULT_WORKERS}, CPUs available), {default_workers()} here"
+
+
+def cache_dir() -> Path:
+    """rectok's cache root: ``$RECTOK_CACHE``, else ``$XDG_CACHE_HOME/rectok``, else ``~/.cache/rectok``."""
+    if os.environ.get("RECTOK_CACHE"):
+        return Path(os.environ["RECTOK_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "rectok"
+    return Path.home() / ".cache" / "rectok"

@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,23 +30,62 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", fsync: bool = False) -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it is renamed over ``path`` (readers see the
-    old file or the new one, never half of one), on any error it is removed. The file is mode 0644."""
+    old file or the new one, never half of one), on any error it is removed. The file gets the mode a plain
+    ``open`` would give it (0666 less the umask: 0644 usually), not the 0600 of a temporary file; a full disk is a
+    one-line :class:`DiskFull`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(path) from None
+        raise
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if is_disk_full(e):
             raise DiskFull(path, getattr(e, "needed", None)) from None
         raise
+
+
+def file_mode() -> int:
+    """The permission bits of a newly created file: 0666 less the process umask (read without changing it where
+    /proc says it, else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: What a writer that swallows the OSError says instead: torch's zip writer ("PytorchStreamWriter failed writing
+#: file ...: file write failed", "unexpected pos N vs M"), and numpy/zipfile short writes.
+_FULL_DISK_TEXT = ("unexpected pos", "file write failed", "PytorchStreamWriter failed", "No space left on device")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is a write that failed for want of space: ENOSPC itself (also EDQUOT, a full quota) or a
+    library's wrapping of it (torch's zip writer raises a RuntimeError that has lost the errno)."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, RuntimeError):
+        if isinstance(e.__cause__ or e.__context__, OSError):
+            return is_disk_full(e.__cause__ or e.__context__)
+        return any(t in str(e) for t in _FULL_DISK_TEXT)
+    return False
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -120,12 +159,18 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
 OWNER_FILE = ".rectok-owner.json"
 
 
+_OVERWRITE_HINT = ", or add --overwrite to write into it anyway"
+
+
 def claim_output_dir(path: str | os.PathLike[str], command: str, flag: str = "--out",
-                     own: tuple[str, ...] = (), create: bool = True) -> Path:
+                     own: tuple[str, ...] = (), create: bool = True, owns: Callable[[Path], bool] | None = None,
+                     overwrite: bool | None = None) -> Path:
     """Make sure ``path`` is a folder that ``rectok COMMAND`` may write into: one that does not exist yet (created),
-    an empty one, or one this command wrote before (its ``.rectok-owner.json`` marker, or one of the ``own``
-    manifest files that only this command writes). Anything else is refused with a one-line error before any
-    compute, as is a folder that cannot be written. Returns the folder (with the marker written)."""
+    an empty one (or one holding only empty folders), or one this command wrote before (its ``.rectok-owner.json``
+    marker, one of the ``own`` manifest files that only this command writes, or ``owns(folder)`` true). Anything
+    else is refused with a one-line error before any compute, as is a folder that cannot be written, unless
+    ``overwrite`` (a command's ``--overwrite``; None: the command has no such option). Returns the folder (with
+    the marker written)."""
     if str(path).strip() == "":
         raise RectokError(f"{flag} '': give a folder")
     folder = Path(path)
@@ -134,23 +179,33 @@ def claim_output_dir(path: str | os.PathLike[str], command: str, flag: str = "--
     marker = folder / OWNER_FILE
     if folder.is_dir():
         owner = _owner(marker)
-        entries = [p.name for p in folder.iterdir() if p.name != OWNER_FILE]
-        if owner is not None and owner != command:
+        # empty folders (a `checkpoints/` made by hand) hold nobody's data
+        entries = [p.name for p in folder.iterdir() if p.name != OWNER_FILE and not _empty_tree(p)]
+        if owner is not None and owner != command and not overwrite:
             raise RectokError(f"{flag} {folder} belongs to `rectok {owner}`, not `rectok {command}`: choose another "
-                              f"folder")
-        if owner is None and entries and not any((folder / o).exists() for o in own):
+                              f"folder{_OVERWRITE_HINT if overwrite is not None else ''}")
+        mine = any((folder / o).exists() for o in own) or (owns is not None and owns(folder))
+        if owner is None and entries and not mine and not overwrite:
             shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
             raise RectokError(f"{flag} {folder} already holds files that `rectok {command}` did not write ({shown}): "
-                              f"choose a new or empty folder")
+                              f"choose a new or empty folder{_OVERWRITE_HINT if overwrite is not None else ''}")
     if not create:
         return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        if _owner(marker) is None:
+        if _owner(marker) != command:
             write_json_atomic(marker, {"command": command})
     except OSError as e:
         raise RectokError(f"cannot write to {flag} {folder}: {e.strerror or e}") from None
     return folder
+
+
+def _empty_tree(p: Path) -> bool:
+    """A folder holding nothing but (recursively) empty folders."""
+    try:
+        return p.is_dir() and not p.is_symlink() and all(_empty_tree(c) for c in p.iterdir())
+    except OSError:
+        return False
 
 
 def _owner(marker: Path) -> str | None:
@@ -190,6 +245,23 @@ def ensure_writable(folder: str | Path, named: str | Path | None = None) -> Path
     except OSError as e:
         raise RectokError(f"cannot write to --out {named or folder}: {e.strerror or e}") from None
     return folder
+
+
+def check_own_file(path: str | os.PathLike[str], flag: str, command: str, owns: Callable[[Path], bool],
+                   overwrite: bool = False) -> Path:
+    """:func:`check_writable_file` for an output file of ``rectok COMMAND``: an existing file is replaced only when
+    ``owns(path)`` recognises it (its format header: a file this command wrote) or with ``--overwrite``; anything
+    else is refused with one line before any compute."""
+    p = check_writable_file(path, flag)
+    if p.exists() and not overwrite:
+        try:
+            mine = owns(p)
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            mine = False
+        if not mine:
+            raise RectokError(f"{flag} {p} exists and was not written by `rectok {command}`: choose another file "
+                              f"name, or add --overwrite to replace it")
+    return p
 
 
 def check_result_file(path: str | os.PathLike[str], flag: str, command: str,

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
+from rectok_core.utils.files import atomic_open
+
 ROWS_KEY = "rectok:rows"
 TITLE_KEY = "rectok:title"
 _MARGIN = 6          # pixels around captions
@@ -91,8 +93,8 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, row_labels: list[str] 
     if title:
         info.add_text(TITLE_KEY, title)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, pnginfo=info)
+    with atomic_open(path, "wb") as f:  # never a half-written grid
+        im.save(f, format="PNG", pnginfo=info)
     return path
 
 

@@ -30,6 +30,7 @@ from rectok_core.training.config import (
     TokenizerTrainConfig,
 )
 from rectok_core.training.engine import StepRandom
+from rectok_core.utils import runtime
 
 DEV = torch.device(os.environ.get("RECTOK_CUDA_TESTS_DEVICE", "cuda"))
 ON_CUDA = DEV.type == "cuda"
@@ -152,22 +153,22 @@ def run_dit(tr, batch, step: int):
 # ---------------------------------------------------------------------------------------------------------
 def test_cuda_defaults_resolve_to_the_fast_paths():
     """precision auto → bf16, compile auto → on, fused AdamW, TF32 + cuDNN autotuning (engine branches)."""
-    assert engine.resolve_precision(DEV, "auto") == ("bf16" if ON_CUDA else "fp32")
-    assert engine.resolve_compile(None, DEV) is ON_CUDA
+    assert runtime.resolve_precision(DEV, "auto") == ("bf16" if ON_CUDA else "fp32")
+    assert runtime.resolve_compile(None, DEV) is ON_CUDA
     tr, _ = dit_trainer("bf16")
     assert engine.optimizer_impl(tr.opt) == engine.adamw_impl(DEV) == "fused"
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = False
-        engine.cuda_fast_paths(DEV)
+        runtime.cuda_fast_paths(DEV)
         now = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
         assert now == ((True,) * 3 if ON_CUDA else (False,) * 3)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
     meter = engine.Throughput(DEV)
     meter.add(8)
-    engine.synchronize(DEV)
+    runtime.synchronize(DEV)
     assert meter.rate() > 0
 
 
@@ -226,10 +227,10 @@ def test_compiled_sampling_images_match_eager():
     stats = LatentStats(mean=torch.zeros(C, dtype=torch.float64), std=torch.ones(C, dtype=torch.float64),
                         tokens=1, images=1, tokenizer_sha256="x", tokenizer_weights="ema", data_fingerprint="x")
     idx = torch.arange(16)
-    prec = engine.resolve_precision(DEV, "auto")
+    prec = runtime.resolve_precision(DEV, "auto")
 
     def images(compiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        v = build_velocity(RowPadded(engine.maybe_compile(model, compiled)), "cfg", 1.5, model.null_class)
+        v = build_velocity(RowPadded(runtime.maybe_compile(model, compiled)), "cfg", 1.5, model.null_class)
         z = generate_latents(v, idx, idx % 10, 0, (C, h, h), 6, "euler", DEV, prec)
         return z, decode_latents(tok, stats, z, prec)
 
@@ -253,7 +254,7 @@ def test_bf16_lpips_and_teacher_agree_with_fp32(no_tf32):
     x, y = (torch.rand(8, 3, 32, 32, generator=g).to(DEV) * 2 - 1 for _ in range(2))
     with torch.no_grad():
         d32, f32 = lpips(x, y), teacher(x)
-        with engine.autocast(DEV, "bf16"):
+        with runtime.autocast(DEV, "bf16"):
             d16, f16 = lpips(x, y), teacher(x)
     assert rel_err(d16.float(), d32) < 5e-2
     f16, f32 = f16.float().flatten(0, -2), f32.flatten(0, -2)
@@ -338,7 +339,7 @@ def test_compiled_steps_make_no_host_syncs():
         run_tokenizer(tr, images, s)
     for s in range(2):
         run_dit(dtr, batch, s)
-    engine.synchronize(DEV)
+    runtime.synchronize(DEV)
     if ON_CUDA:
         torch.cuda.set_sync_debug_mode("error")
     try:
@@ -364,13 +365,14 @@ def test_finite_guard_defers_the_check_on_cuda():
 # ---------------------------------------------------------------------------------------------------------
 def test_latent_cache_read_path_and_training_loops_on_cuda(tmp_path, no_tf32):
     """train-tokenizer → cache-latents (encoded on the GPU) → pinned cache batches → train-dit, all on DEV."""
+    from rectok_core.checkpoints import load_tokenizer
     from rectok_core.data.config import CacheLatentsConfig
-    from rectok_core.data.latent_cache import LatentCache, cache_latents
+    from rectok_core.data.latent_cache import LatentCache
     from rectok_core.data.latent_stats import encode_moments
     from rectok_core.data.readers import build_dataset
     from rectok_core.data.sampler import build_loader
-    from rectok_core.models.tokenizer import load_tokenizer
     from rectok_core.training.dit import train_dit
+    from rectok_core.training.latents import cache_latents
     from rectok_core.training.rundir import read_metrics
     from rectok_core.training.tokenizer import train_tokenizer
 

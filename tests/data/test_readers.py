@@ -1,11 +1,13 @@
-"""Every registered dataset reader through the same checks, built from its own ``make_example`` data."""
+"""Every registered dataset reader through the same checks, on a tiny dataset of its kind (``reader_fixtures``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from reader_fixtures import EXAMPLES
 
+from rectok_core.data import READERS as REGISTRY
 from rectok_core.data.datasets import ImageDataset
 from rectok_core.data.readers import build_dataset, reader_for, readers, register_reader
 from rectok_core.data.sampler import ResumableSampler, build_loader
@@ -16,12 +18,22 @@ READERS = [r.name for r in readers()]
 
 def test_builtin_readers_are_registered() -> None:
     assert READERS[:1] == ["digits"] and {"digits", "tar", "folder", "list"} <= set(READERS)
-    assert all(r.make_example is not None for r in readers())
+    assert sorted(READERS) == sorted(REGISTRY.names()) == sorted(EXAMPLES)  # every reader has an example
+    for name in REGISTRY:
+        assert REGISTRY[name].name == name and REGISTRY.description(name)
+
+
+def test_reader_names_need_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from rectok_core.data import READERS; print(','.join(READERS), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [",".join(REGISTRY.names()), "False"]
 
 
 def example(name: str, tmp_path: Path) -> tuple[str, list[int] | None]:
-    reader = next(r for r in readers() if r.name == name)
-    return reader.make_example(tmp_path)
+    return EXAMPLES[name](tmp_path)
 
 
 def batches(dataset: ImageDataset, steps: int, start_step: int = 0, batch: int = 2, seed: int = 3) -> list[dict]:
@@ -76,7 +88,7 @@ def test_reader_resumes_exactly(name: str, tmp_path: Path) -> None:
     assert not torch.equal(straight[0]["index"], straight[steps_per_epoch]["index"])
 
 
-def test_register_reader_dispatches_by_priority(tmp_path: Path) -> None:
+def test_register_reader_dispatches_by_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rectok_core.data import readers as registry
 
     spec, labels = example("folder", tmp_path)
@@ -86,13 +98,14 @@ def test_register_reader_dispatches_by_priority(tmp_path: Path) -> None:
         seen.append((spec, image_size, split, strict))
         return registry.image_folder(Path(spec) / "train", image_size, strict)
 
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(registry, "READERS", REGISTRY.copy())
         register_reader("test-early", claims=lambda s: s.endswith("folder"), priority=1)(build)
         assert reader_for(spec).name == "test-early"
         assert len(build_dataset(spec, 8, split="val", strict=True)) == len(labels)
         assert seen == [(spec, 8, "val", True)]
-    finally:
-        del registry._READERS["test-early"]
-    assert reader_for(spec).name == "folder"
+        with pytest.raises(ValueError, match="'test-early' is registered twice"):
+            register_reader("test-early", claims=lambda s: False)(build)
+    assert reader_for(spec).name == "folder" and "test-early" not in REGISTRY
     with pytest.raises(DataError, match="not found"):
         reader_for(str(tmp_path / "nothing-here"))

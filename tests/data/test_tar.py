@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from reader_fixtures import write_shards
 
 from rectok_core.data.readers import build_dataset, reader_for
 from rectok_core.data.sampler import ResumableSampler, build_loader
-from rectok_core.data.tar import TarShardDataset, find_shards, write_shards
+from rectok_core.data.tar import TarShardDataset, find_shards
 from rectok_core.data.transforms import _to_tensor, center_crop_arr
 from rectok_core.errors import DataError
 

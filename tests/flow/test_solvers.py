@@ -91,6 +91,20 @@ def test_unknown_and_duplicate_solvers():
         register_solver("euler", order=1)(lambda *a: None)
 
 
+def test_every_declared_solver_is_registered_by_its_module():
+    """Each declaration line in ``rectok_core/flow/__init__.py`` is registered, with the declared help; the names
+    and the help need no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rectok_core.flow import SOLVERS; h = SOLVERS.help('x'); "
+            "print(','.join(SOLVERS), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [",".join(SOLVERS), "False"]
+    for name in SOLVERS:
+        assert SOLVERS[name].name == name and SOLVERS[name].description == SOLVERS.description(name) != ""
+
+
 def test_sampler_choices_come_from_the_registry():
     from rectok_core.sampling.folder import SampleConfig
     from rectok_core.sampling.generate import SAMPLERS

@@ -17,6 +17,10 @@ from rectok_core.training.config import TOKENIZER_PRESETS
 
 TEACHER_DIM = 24
 DIT_CLASSES = 3
+#: --heads of the tiny models (widths outside the official size tables are never guessed): the tokenizer's
+#: encoder/decoder and semantic decoder, the DiT^DH's trunk and head.
+TOK_HEADS = "{heads},{sem_heads}".format(**TOKENIZER_PRESETS["tiny"]["model"])
+DIT_HEADS = "4,4"
 
 
 def tiny_tokenizer(seed: int = 0, semantic: bool = True) -> RecTok:

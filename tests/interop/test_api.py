@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PYTHON, ROOT, make_image_folder
-from interop_helpers import official_tokenizer_state, tiny_tokenizer, write_official
+from interop_helpers import TOK_HEADS, official_tokenizer_state, tiny_tokenizer, write_official
 from PIL import Image
 
 from rectok_core.api import Tokenizer
@@ -23,7 +23,7 @@ def tok_path(tmp_path_factory):
     d = tmp_path_factory.mktemp("api")
     raw = official_tokenizer_state(tiny_tokenizer(semantic=False))
     write_official(d / "RecTok_decft.pth", raw, raw)
-    return import_official(d / "RecTok_decft.pth", d / "tok.pt").out
+    return import_official(d / "RecTok_decft.pth", d / "tok.pt", heads=TOK_HEADS).out
 
 
 def test_import_rectok_core_loads_no_torch():

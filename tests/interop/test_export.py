@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import PYTHON, cli_env, make_image_folder
 from interop_helpers import (
+    DIT_HEADS,
+    TOK_HEADS,
     official_dit_state,
     official_tokenizer_state,
     perturbed,
@@ -36,9 +38,10 @@ def models(tmp_path_factory):
     dit = tiny_dit()
     write_official(d / "dit.pth", official_dit_state(dit), perturbed(official_dit_state(dit, with_rope=False)))
     data = make_image_folder(d / "data", classes=3, per_class=4, size=40)
-    import_official(d / "RecTok_decft.pth", d / "tok.pt")
+    import_official(d / "RecTok_decft.pth", d / "tok.pt", heads=TOK_HEADS)
     import_official(d / "dit.pth", d / "dit.pt", tokenizer=str(d / "tok.pt"), data=str(data),
-                    stats_dir=str(d / "stats"), device="cpu", workers=0)
+                    stats_dir=str(d / "stats"), device="cpu", workers=0,
+                    heads=DIT_HEADS)
     export(d / "tok.pt", d / "export" / "tok")
     metrics = {"fid": 12.3456, "inception_score": {"mean": 3.5, "std": 0.1}}
     (d / "eval.json").write_text(json.dumps({"metrics": metrics, "manifest": {}}))
@@ -127,7 +130,7 @@ def test_hub_id_offline_is_one_line_naming_the_local_folder(models, monkeypatch)
     with pytest.raises(CheckpointError) as e:
         Tokenizer.from_pretrained("someone/rectok-tiny", device="cpu")
     msg = str(e.value)
-    assert "\n" not in msg and "offline" in msg and "huggingface-cli download someone/rectok-tiny --local-dir" in msg
+    assert "\n" not in msg and "offline" in msg and "hf download someone/rectok-tiny --local-dir" in msg
     r = subprocess.run([PYTHON, "-m", "rectok_cli.main", "sample", "someone/rectok-dit", "--out",
                         str(models / "never")], capture_output=True, text=True, env=cli_env())
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--local-dir DIR" in r.stderr

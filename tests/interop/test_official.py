@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import PYTHON, cli_env, make_image_folder
 from interop_helpers import (
+    DIT_HEADS,
+    TOK_HEADS,
     official_dit_state,
     official_tokenizer_state,
     perturbed,
@@ -17,11 +19,9 @@ from interop_helpers import (
     write_official,
 )
 
+from rectok_core.checkpoints import load_dit, load_tokenizer, open_checkpoint
 from rectok_core.errors import CheckpointError, RectokError
 from rectok_core.interop.official import import_official, rename_tokenizer_key
-from rectok_core.models.tokenizer import load_tokenizer
-from rectok_core.sampling.generate import load_dit
-from rectok_core.utils import checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,16 +62,16 @@ def _reference(model_factory, state, strict_keys):
 
 
 def test_stage1_import_equals_source_model_for_both_weight_sets(official, tmp_path):
-    res = import_official(official / "RecTok.pth", tmp_path / "tok.pt")
+    res = import_official(official / "RecTok.pth", tmp_path / "tok.pt", heads=TOK_HEADS)
     assert res.kind == "stage1"
-    ck = checkpoint.load(tmp_path / "tok.pt", "tokenizer")
+    ck = open_checkpoint(tmp_path / "tok.pt", "tokenizer")
     assert ck["stage"] == "stage1" and ck["step"] == 200 * 1251 and ck["imported"]["args"]["model"] == "rectok_BB"
     assert ck["config"]["model"]["rope"] == "official" and ck["config"]["model"]["teacher_dim"] == 24
     container = torch.load(official / "RecTok.pth", weights_only=False)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     for weights, slot in (("ema", "model_ema"), ("raw", "model")):
         out = tmp_path / f"tok-{weights}.pt"
-        import_official(official / "RecTok.pth", out, weights=weights)
+        import_official(official / "RecTok.pth", out, weights=weights, heads=TOK_HEADS)
         got, _ = load_tokenizer(out)
         ref = tiny_tokenizer(semantic=False)
         ref.load_state_dict({rename_tokenizer_key(k): v for k, v in container[slot].items()
@@ -84,26 +84,26 @@ def test_stage1_import_equals_source_model_for_both_weight_sets(official, tmp_pa
 
 
 def test_decoder_ft_is_told_by_its_missing_semantic_decoder(official, tmp_path):
-    res = import_official(official / "RecTok_decft.pth", tmp_path / "decft.pt")
+    res = import_official(official / "RecTok_decft.pth", tmp_path / "decft.pt", heads=TOK_HEADS)
     assert res.kind == "decoder-ft"
-    ck = checkpoint.load(tmp_path / "decft.pt", "tokenizer")
+    ck = open_checkpoint(tmp_path / "decft.pt", "tokenizer")
     assert ck["stage"] == "decoder-ft" and ck["epoch"] == 100.0
     from rectok_core.training.inherit import TokenizerSettings
 
     assert TokenizerSettings.of(tmp_path / "decft.pt").image_size == 32
     # a stage-1 file can be declared fine-tuned (its semantic decoder is dropped), a tokenizer is no DiT
-    assert import_official(official / "RecTok.pth", tmp_path / "s.pt", kind="decoder-ft").kind == "decoder-ft"
+    assert import_official(official / "RecTok.pth", tmp_path / "s.pt", kind="decoder-ft", heads=TOK_HEADS).kind == "decoder-ft"
     with pytest.raises(CheckpointError, match="--kind dit, but the file holds a tokenizer"):
         import_official(official / "RecTok.pth", tmp_path / "x.pt", kind="dit")
 
 
 def test_dit_import_with_stats_file_and_with_data(official, tmp_path):
-    import_official(official / "RecTok_decft.pth", tmp_path / "tok.pt")
+    import_official(official / "RecTok_decft.pth", tmp_path / "tok.pt", heads=TOK_HEADS)
     with pytest.raises(RectokError, match="needs its latent statistics"):
-        import_official(official / "dit.pth", tmp_path / "dit.pt", tokenizer=str(tmp_path / "tok.pt"))
+        import_official(official / "dit.pth", tmp_path / "dit.pt", tokenizer=str(tmp_path / "tok.pt"), heads=DIT_HEADS)
     data = make_image_folder(tmp_path / "data", classes=3, per_class=4, size=40)
     res = import_official(official / "dit.pth", tmp_path / "dit.pt", tokenizer=str(tmp_path / "tok.pt"),
-                          data=str(data), stats_dir=str(tmp_path / "stats"), device="cpu", workers=0)
+                          data=str(data), stats_dir=str(tmp_path / "stats"), device="cpu", workers=0, heads=DIT_HEADS)
     assert res.kind == "dit" and "DiT^DH-tiny" in res.description
     loaded = load_dit(tmp_path / "dit.pt")
     assert loaded.classes == ["class0", "class1", "class2"] and loaded.stats.images == 12
@@ -116,7 +116,7 @@ def test_dit_import_with_stats_file_and_with_data(official, tmp_path):
     assert st["mean"] == loaded.stats.mean.tolist() and st["std"] == loaded.stats.std.tolist()
     (tmp_path / "names.txt").write_text("cat\ndog\nfish\n")
     import_official(official / "dit.pth", tmp_path / "dit2.pt", tokenizer=str(tmp_path / "tok.pt"),
-                    latent_stats=str(tmp_path / "stats.json"), classes=str(tmp_path / "names.txt"))
+                    latent_stats=str(tmp_path / "stats.json"), classes=str(tmp_path / "names.txt"), heads=DIT_HEADS)
     again = load_dit(tmp_path / "dit2.pt")
     assert again.classes == ["cat", "dog", "fish"] and torch.equal(again.stats.mean, loaded.stats.mean)
     # the model: the EMA weights, persisted RoPE tables dropped, outputs equal to the source's
@@ -126,10 +126,10 @@ def test_dit_import_with_stats_file_and_with_data(official, tmp_path):
     x, t, y = torch.randn(2, 16, 8, 8), torch.tensor([0.3, 0.8]), torch.tensor([0, 2])
     assert torch.equal(again.model(x, t, y), ref(x, t, y))
     # statistics of another tokenizer are refused
-    import_official(official / "RecTok.pth", tmp_path / "other.pt")
+    import_official(official / "RecTok.pth", tmp_path / "other.pt", heads=TOK_HEADS)
     with pytest.raises(RectokError, match="belongs to tokenizer"):
         import_official(official / "dit.pth", tmp_path / "d3.pt", tokenizer=str(tmp_path / "other.pt"),
-                        latent_stats=str(tmp_path / "stats.json"))
+                        latent_stats=str(tmp_path / "stats.json"), heads=DIT_HEADS)
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:
@@ -152,13 +152,13 @@ def test_strict_errors_name_the_key(official, tmp_path):
         edit(ema)
         path = write_official(tmp_path / f"{name}.pth", good["model"], ema)
         with pytest.raises(CheckpointError) as e:
-            import_official(path, tmp_path / "out.pt")
+            import_official(path, tmp_path / "out.pt", heads=TOK_HEADS)
         assert expected in _one_line(e), name
         assert not (tmp_path / "out.pt").exists()
 
 
 def test_non_official_files_are_refused(official, tmp_path):
-    import_official(official / "RecTok_decft.pth", tmp_path / "tok.pt")
+    import_official(official / "RecTok_decft.pth", tmp_path / "tok.pt", heads=TOK_HEADS)
     torch.save({"state_dict": {"a": torch.zeros(1)}}, tmp_path / "other.pth")
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "mlp.pth")
     (tmp_path / "text.pth").write_text("hello")
@@ -199,7 +199,116 @@ def test_pickle_that_runs_code_is_refused_and_runs_nothing(official, tmp_path):
 
 def test_cli_imports_a_tokenizer(official, tmp_path):
     r = subprocess.run([PYTHON, "-m", "rectok_cli.main", "import-official", str(official / "RecTok.pth"), "--out",
-                        str(tmp_path / "tok.pt")], capture_output=True, text=True, env=cli_env())
+                        str(tmp_path / "tok.pt"), "--heads", TOK_HEADS], capture_output=True, text=True, env=cli_env())
     assert r.returncode == 0, r.stderr
     assert "stage-1 tokenizer, 32 px" in r.stderr
-    assert json.loads(json.dumps(checkpoint.load(tmp_path / "tok.pt")["imported"]))["kind"] == "stage1"
+    assert json.loads(json.dumps(open_checkpoint(tmp_path / "tok.pt")["imported"]))["kind"] == "stage1"
+
+
+# ------------------------------------------------------------------------------ attention heads are never guessed
+
+
+def _width64_two_heads(seed: int = 5):
+    """A decoder-fine-tuned tokenizer 64 wide with 2 heads: outside the official size table, and unlike the tiny
+    preset's 4 heads at the same width (the case that used to be imported with 4 heads, silently)."""
+    from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
+
+    torch.manual_seed(seed)
+    model = RecTok(TokenizerModelConfig(image_size=32, patch_size=4, width=64, depth=2, heads=2, dim=16,
+                                        rope="official", teacher_dim=0), semantic=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model.eval()
+
+
+def test_width_outside_the_size_table_needs_heads(tmp_path):
+    src = _width64_two_heads()
+    raw = official_tokenizer_state(src)
+    path = write_official(tmp_path / "w64.pth", raw, raw)
+    with pytest.raises(CheckpointError) as e:
+        import_official(path, tmp_path / "no.pt")
+    msg = _one_line(e)
+    assert "64 wide" in msg and "outside the official size table" in msg and msg.endswith("--heads N")
+    assert "its args name size base, 768 wide" in msg  # the file's args say rectok_BB: not this model
+    assert not (tmp_path / "no.pt").exists()
+    res = import_official(path, tmp_path / "w64.pt", heads="2")
+    got, _ = load_tokenizer(res.out)
+    assert got.cfg.heads == 2
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(got.reconstruct(x), src.reconstruct(x))
+        assert torch.equal(got.encode(x).mean, src.encode(x).mean)
+    # the same weights read with the wrong number of heads compute something else: the option matters
+    wrong, _ = load_tokenizer(import_official(path, tmp_path / "w64-4.pt", heads="4").out)
+    with torch.no_grad():
+        assert not torch.allclose(wrong.reconstruct(x), src.reconstruct(x), atol=1e-5)
+    for bad, expected in (("3", "do not split"), ("a", "expected N or N,S"), ("2,2,2", "expected N or N,S")):
+        with pytest.raises(RectokError, match=expected):
+            import_official(path, tmp_path / "bad.pt", heads=bad)
+    # through the CLI: exit 1 and one line naming the option; with it, the import succeeds
+    cmd = [PYTHON, "-m", "rectok_cli.main", "import-official", str(path), "--out", str(tmp_path / "cli.pt")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=cli_env())
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--heads N" in r.stderr, r.stderr
+    r = subprocess.run(cmd + ["--heads", "2"], capture_output=True, text=True, env=cli_env())
+    assert r.returncode == 0, r.stderr
+
+
+def test_semantic_decoder_and_dit_outside_the_tables_need_heads(official, tmp_path):
+    with pytest.raises(CheckpointError) as e:  # the tiny semantic decoder is 32 wide
+        import_official(official / "RecTok.pth", tmp_path / "s.pt", heads="4")
+    assert "the semantic decoder is 32 wide" in _one_line(e) and _one_line(e).endswith("--heads 4,S")
+    with pytest.raises(CheckpointError) as e:
+        import_official(official / "RecTok.pth", tmp_path / "s.pt")
+    assert "the encoder is 64 wide" in _one_line(e)
+    import_official(official / "RecTok_decft.pth", tmp_path / "tok.pt", heads=TOK_HEADS)
+    stats = dict(tokenizer=str(tmp_path / "tok.pt"), latent_stats=str(tmp_path / "none.json"))
+    with pytest.raises(CheckpointError) as e:
+        import_official(official / "dit.pth", tmp_path / "d.pt", **stats)
+    assert "no official size (S, B, L, XL)" in _one_line(e) and "--heads A,B (trunk, head)" in _one_line(e)
+    with pytest.raises(RectokError, match="needs two numbers"):
+        import_official(official / "dit.pth", tmp_path / "d.pt", heads="4", **stats)
+
+
+def test_official_sizes_need_no_heads_option():
+    """Full-size shapes (on the meta device: nothing allocated) resolve from the args' model name or the tables."""
+    from rectok_core.interop.official import dit_config, tokenizer_config, tokenizer_state
+    from rectok_core.models.dit import build_dit
+    from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
+
+    with torch.device("meta"):
+        tok = RecTok(TokenizerModelConfig(), semantic=True)  # the official ViT-B/16, C = 128, DINOv3-L width
+        xl = build_dit("XL", in_channels=128, input_size=16, num_classes=1000)
+        s = build_dit("S", in_channels=128, input_size=16, num_classes=1000)
+    state = tokenizer_state(official_tokenizer_state(tok))
+    for args in ({"model": "rectok_BB", "vit_sem_model_size": "tiny"}, {}):
+        cfg = tokenizer_config(state, args)
+        assert (cfg.width, cfg.depth, cfg.heads, cfg.sem_width, cfg.sem_heads, cfg.dim) == (768, 12, 12, 192, 4, 128)
+    assert tokenizer_config(state, {}, heads="6").heads == 6  # an explicit --heads wins
+    for model, name, args, heads in ((xl, "XL", {"model": "DiTDDT_xl"}, (16, 16)), (s, "S", {}, (6, 16))):
+        preset, cfg = dit_config(official_dit_state(model), args)
+        assert preset == name and (cfg.heads, cfg.head_heads) == heads and cfg.width == model.config.width
+
+
+def test_decoder_finetune_of_an_imported_stage1_starts_as_the_official_run(official, tmp_path):
+    """The import keeps `model` beside `model_ema`, so finetune-decoder's default start (recipe §3.3) gives a
+    tokenizer whose encoder, raw and EMA, is the official file's raw stage-1 encoder."""
+    from rectok_core.config import build_config
+    from rectok_core.training.config import FINETUNE_PRESETS, FinetuneConfig
+    from rectok_core.training.tokenizer import finetune_decoder
+
+    import_official(official / "RecTok.pth", tmp_path / "tok.pt", heads=TOK_HEADS)
+    container = torch.load(official / "RecTok.pth", weights_only=False)
+    raw = {rename_tokenizer_key(k): v for k, v in container["model"].items()}
+    ema = {rename_tokenizer_key(k): v for k, v in container["model_ema"].items()}
+    ck = open_checkpoint(tmp_path / "tok.pt", "tokenizer")
+    assert all(torch.equal(v, raw[k]) for k, v in ck["model"].items())
+    assert all(torch.equal(v, ema[k]) for k, v in ck["ema"].items())
+    cfg = build_config(FinetuneConfig, FINETUNE_PRESETS, "tiny",
+                       dict(steps=1, batch_size=8, device="cpu", out=str(tmp_path / "ft")))
+    cfg.tokenizer = str(tmp_path / "tok.pt")
+    ft = open_checkpoint(finetune_decoder(cfg), "tokenizer")
+    enc = [k for k in ft["model"] if k.startswith("encoder.")]
+    assert enc and any(not torch.equal(raw[k], ema[k]) for k in enc)
+    for weights in ("model", "ema"):
+        assert all(torch.equal(ft[weights][k], raw[k]) for k in enc), weights

@@ -131,7 +131,7 @@ def test_vgg_weights_from_hub_cache(vgg_features_file, tmp_path):
 def test_lpips_missing_or_wrong_weights(tmp_path):
     with pytest.raises(WeightsNotFound) as info:
         build_lpips()
-    assert str(info.value) == ("--perceptual lpips needs VGG16 ImageNet weights: pass --lpips-vgg FILE "
+    assert str(info.value) == ("the perceptual loss (LPIPS) needs VGG16 ImageNet weights: pass --lpips-vgg FILE "
                                "(vgg16-397923af.pth) or use --perceptual none")
     with pytest.raises(WeightsNotFound, match="--lpips-vgg .*no such file"):
         build_lpips(str(tmp_path / "missing.pth"))

@@ -22,6 +22,7 @@ from torchvision.models.vgg import cfgs, make_layers
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
+from rectok_core.checkpoints import load_tokenizer
 from rectok_core.config import build_config
 from rectok_core.data.readers import build_dataset
 from rectok_core.errors import RectokError
@@ -33,9 +34,8 @@ from rectok_core.metrics.fid import (
     save_stats,
 )
 from rectok_core.metrics.image import psnr, ssim
-from rectok_core.metrics.inception_weights import resolve_inception_weights
 from rectok_core.metrics.tokenizer_eval import FeatureMoments, evaluate_tokenizer
-from rectok_core.models.tokenizer import load_tokenizer
+from rectok_core.models.inception_weights import resolve_inception_weights
 from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.tokenizer import train_tokenizer
 from rectok_core.utils import checkpoint
@@ -171,7 +171,7 @@ def test_eval_command_end_to_end(tok, inception_weights, tmp_path):
     with Image.open(out / "recon_grid.png") as grid:  # 8 originals over their reconstructions (whole rows only)
         # 32 px images are shown 4× larger, right of a label column and below a title bar
         assert grid.width > 4 * (8 * 34 + 2) and grid.height > 4 * (2 * 34 + 2)
-    assert grid_captions(out / "recon_grid.png")["rows"] == ["original (images 0-7)", "reconstruction (images 0-7)"]
+    assert grid_captions(out / "recon_grid.png")["rows"] == ["original (row 1)", "reconstruction (row 1)"]
 
     # the saved real-image statistics reproduce the same-pass rFID as a reference file
     assert res["saved_stats"]["sha256"] == file_sha256(stats)
@@ -204,7 +204,7 @@ def test_stand_in_tokenizers_give_known_scores(tok, inception_weights, tmp_path,
         vgg = str(tmp_path / "vgg.pth")
         features = make_layers(cfgs["D"])  # torchvision's vgg16().features, without the 120M-weight classifier
         torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, vgg)
-    ev = evaluate_tokenizer(str(tok), "digits", n=4, batch_size=3, device="cpu", lpips_vgg=vgg,
+    ev = evaluate_tokenizer(str(tok), data="digits", n=4, batch_size=3, device="cpu", lpips_vgg=vgg,
                             inception_weights=str(inception_weights), out=tmp_path / "out", show_progress=False)
     m = ev.result["metrics"]
     assert ev.result["manifest"]["lpips_backbone"] == vgg
@@ -235,7 +235,7 @@ def test_two_gloo_processes_give_the_single_process_numbers(tok, inception_weigh
     data = make_unlabelled_folder(tmp_path / "flat", 5, corrupt=1)  # 6 files: 3 per rank, one unreadable
     common = ["--data", str(data), "--batch-size", "2", "--workers", "0", "--device", "cpu",
               "--inception-weights", str(inception_weights)]
-    one = evaluate_tokenizer(str(tok), str(data), batch_size=2, device="cpu", inception_weights=str(inception_weights),
+    one = evaluate_tokenizer(str(tok), data=str(data), batch_size=2, device="cpu", inception_weights=str(inception_weights),
                              out=tmp_path / "one", show_progress=False).result
     cmd = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "rectok_cli.main", "eval", str(tok), *common, "--out", str(tmp_path / "two")]

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rectok_core.errors import RectokError, WeightsNotFound
-from rectok_core.metrics import inception_weights as inception_weights_mod
 from rectok_core.metrics.fid import (
     feature_stats,
     frechet_distance,
@@ -29,12 +28,14 @@ from rectok_core.metrics.fid import (
     save_stats,
 )
 from rectok_core.metrics.folder_stats import folder_stats
-from rectok_core.metrics.inception import InceptionFeatures, extract_features
-from rectok_core.metrics.inception_weights import (
+from rectok_core.metrics.inception import extract_features
+from rectok_core.models import inception_weights as inception_weights_mod
+from rectok_core.models.inception import InceptionFeatures
+from rectok_core.models.inception_weights import (
     CONVERTED_WEIGHTS_NAME,
     resolve_inception_weights,
 )
-from rectok_core.teachers.inception import InceptionTeacher
+from rectok_core.teachers.inception_net import InceptionTeacher
 from rectok_core.utils.env import OFFLINE_ENV_VARS
 from rectok_core.utils.files import file_sha256
 

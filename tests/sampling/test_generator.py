@@ -14,6 +14,7 @@ from conftest import PYTHON, ROOT, cli_env, free_port
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
+from rectok_core.checkpoints import load_dit, load_tokenizer, open_checkpoint
 from rectok_core.config import build_config, resume_config
 from rectok_core.data import latent_cache as latents
 from rectok_core.data import latent_stats
@@ -22,7 +23,6 @@ from rectok_core.errors import RectokError
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.transport import time_grid
 from rectok_core.models.dit import build_dit
-from rectok_core.models.tokenizer import load_tokenizer
 from rectok_core.sampling import folder as sampling
 from rectok_core.sampling import generate
 from rectok_core.training.config import (
@@ -109,7 +109,7 @@ def test_latent_stats_hand_checked_and_keyed_by_checkpoint_hash(tmp_path, tok_ck
     assert json.loads(only.read_text())["tokenizer_sha256"] == meta["sha256"]
 
     # a changed checkpoint (one weight nudged) has another content hash → another file, recomputed
-    ck = checkpoint.load(tok_ckpt)
+    ck = open_checkpoint(tok_ckpt)
     ck["ema"]["encoder.latent_head.bias"] += 0.5
     changed = tmp_path / "changed.pt"
     checkpoint.save_atomic(ck, changed)
@@ -160,7 +160,7 @@ def test_latent_cache_resumes_and_refuses_foreign_folders(tmp_path, cache_dir, t
     assert cache.index["stats"] == json.loads((cache_dir / "index.json").read_text())["stats"]
 
     other = tmp_path / "other.pt"
-    ck = checkpoint.load(tok_ckpt)
+    ck = open_checkpoint(tok_ckpt)
     ck["step"] += 1
     checkpoint.save_atomic(ck, other)
     tok2, meta2 = load_tokenizer(other)
@@ -188,11 +188,11 @@ def test_dit_resume_is_exact(tmp_path, tok_ckpt, cache_dir, mode):
     train_dit(dit_cfg(tok_ckpt, tmp_path / "b", **kw))
     ckpts = tmp_path / "b" / "checkpoints"
     shutil.copy(ckpts / "step_0000003.pt", ckpts / "latest.pt")
-    saved = checkpoint.load(ckpts / "latest.pt", "dit")
+    saved = open_checkpoint(ckpts / "latest.pt", "dit")
     assert saved["step"] == 3
     train_dit(resume_config(DiTTrainConfig, saved["config"], {"resume": True}))
-    a = checkpoint.load(tmp_path / "a" / "checkpoints" / "latest.pt", "dit")
-    b = checkpoint.load(ckpts / "latest.pt", "dit")
+    a = open_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt", "dit")
+    b = open_checkpoint(ckpts / "latest.pt", "dit")
     assert a["step"] == b["step"] == 6
     for part in ("model", "ema"):
         for k, v in a[part].items():
@@ -217,7 +217,7 @@ def test_dit_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tok_ckpt, cache_
     monkeypatch.setattr(module, "flow_matching_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match="non-finite loss \\(loss\\).* at step 5"):
         train_dit(dit_cfg(tok_ckpt, tmp_path / "run", steps=8, ckpt_every=2, cache_latents=str(cache_dir)))
-    ck = checkpoint.load(tmp_path / "run" / "checkpoints" / "latest.pt", "dit")
+    ck = open_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt", "dit")
     assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
@@ -233,15 +233,15 @@ def test_train_dit_cli_resume_with_moved_tokenizer_and_errors(tmp_path, tok_ckpt
     r = runner.invoke(app, ["train-dit", "--preset", "tiny", "--out", str(out), "--resume", "--steps", "3",
                             "--tokenizer", str(moved)])
     assert r.exit_code == 0, r.output
-    assert checkpoint.load(out / "checkpoints" / "latest.pt", "dit")["step"] == 3
-    ck = checkpoint.load(tok_ckpt)
+    assert open_checkpoint(out / "checkpoints" / "latest.pt", "dit")["step"] == 3
+    ck = open_checkpoint(tok_ckpt)
     ck["step"] += 1
     checkpoint.save_atomic(ck, tmp_path / "other.pt")
     r = runner.invoke(app, ["train-dit", "--preset", "tiny", "--out", str(out), "--resume", "--steps", "4",
                             "--tokenizer", str(tmp_path / "other.pt")])
     assert r.exit_code == 1 and "is not the one the run" in r.output
-    r = runner.invoke(app, ["train-dit", "--preset", "tiny", "--out", str(out), "--resume", "--lr", "0.5"])
-    assert r.exit_code == 1 and "--lr 0.5 differs from the run being resumed" in r.output
+    r = runner.invoke(app, ["train-dit", "--preset", "tiny", "--out", str(out), "--resume", "--ema", "0.5"])
+    assert r.exit_code == 1 and "--ema 0.5 differs from the run being resumed" in r.output
 
 
 @pytest.mark.slow
@@ -272,7 +272,7 @@ def test_two_process_cache_and_training(tmp_path, tok_ckpt, cache_dir):
     online = latent_stats.LatentStats.from_json(json.loads(stats_file.read_text()))
     torch.testing.assert_close(online.mean, single.mean, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(online.std, single.std, rtol=1e-6, atol=1e-9)
-    assert checkpoint.load(tmp_path / "dit" / "checkpoints" / "latest.pt", "dit")["step"] == 4
+    assert open_checkpoint(tmp_path / "dit" / "checkpoints" / "latest.pt", "dit")["step"] == 4
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_guidance_scale_one_is_plain_conditional_with_one_pass():
 
 
 def test_cfg_scale_one_equals_no_guidance_on_the_dit(dit_ckpt):
-    dit = generate.load_dit(dit_ckpt, "raw")  # the EMA of 12 steps is still close to the zero-output init
+    dit = load_dit(dit_ckpt, "raw")  # the EMA of 12 steps is still close to the zero-output init
     idx, labels = torch.arange(5), torch.tensor([0, 1, 2, 3, 4])
     runs = {}
     for method, scale in (("none", 1.0), ("cfg", 1.0), ("cfg", 1.5)):
@@ -346,7 +346,7 @@ def test_autoguidance_formula_interval_and_euler_grid():
 
 
 def test_row_padding_makes_batches_bit_identical(dit_ckpt):
-    dit = generate.load_dit(dit_ckpt)
+    dit = load_dit(dit_ckpt)
     padded = generate.RowPadded(dit.model)
     x, t, y = torch.randn(20, *SHAPE), torch.rand(20), torch.arange(20) % 10
     full = padded(x, t, y)
@@ -446,7 +446,7 @@ def test_interrupted_sampling_resumes_to_the_same_set(tmp_path, samples_ref, dit
 
 def _guide_with(dit_ckpt, path, **arch):
     """A DiT checkpoint like ``dit_ckpt`` but with another architecture (fresh weights)."""
-    ck = checkpoint.load(dit_ckpt)
+    ck = open_checkpoint(dit_ckpt)
     cfg = {**ck["dit_config"], **arch}
     model = build_dit("tiny", **{k: cfg[k] for k in ("in_channels", "input_size", "num_classes")})
     ck.update(dit_config=cfg, model=model.state_dict(), ema=model.state_dict())
@@ -482,7 +482,7 @@ def test_sample_bad_input_gives_one_line_errors(tmp_path, case, dit_ckpt, tok_ck
             args += ["--seed", "1"]
         else:
             other = tmp_path / "other.pt"
-            ck = checkpoint.load(dit_ckpt)
+            ck = open_checkpoint(dit_ckpt)
             ck["step"] += 1
             checkpoint.save_atomic(ck, other)
             args = sample_args(other, out)
@@ -532,7 +532,8 @@ def test_eval_samples_against_an_adm_reference_batch(tmp_path, samples_ref):
     """An ADM-style reference batch (arr_0 images, mu/sigma, mu_s/sigma_s): precision/recall against its images
     (the same as against a folder of those images) and sFID against its spatial statistics."""
     from rectok_core.metrics.fid import feature_stats
-    from rectok_core.metrics.inception import SPATIAL_DIM, InceptionFeatures, extract_inception_outputs
+    from rectok_core.metrics.inception import extract_inception_outputs
+    from rectok_core.models.inception import SPATIAL_DIM, InceptionFeatures
 
     def adm_batch(path, images):
         pool, _, spatial = extract_inception_outputs(images, InceptionFeatures(), "cpu", False, spatial=True)

@@ -89,6 +89,23 @@ def test_registry_is_consistent():
     assert "nobuilder" not in TEACHERS
 
 
+def test_every_declared_teacher_is_registered_by_its_module():
+    """Each declaration line names the module that registers it, with the declared description; the names and the
+    help come without importing any family module or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rectok_core.teachers import TEACHERS, teacher_help; names = TEACHERS.names(); "
+            "teacher_help('t'); print(len(names), sorted(m for m in sys.modules "
+            "if m == 'torch' or m.startswith('rectok_core.teachers.') and m.split('.')[-1] in ('dino', 'siglip', "
+            "'inception', 'base')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert int(out[0]) == len(TEACHERS) and out[1].strip() == "[]"
+    for name in TEACHERS:
+        spec = TEACHERS[name]
+        assert spec.name == name and spec.description == TEACHERS.description(name) != "", name
+
+
 def test_cli_help_and_choices_come_from_the_registry():
     from rectok_core.metrics.probe_run import ProbeConfig
     from rectok_core.training.config import TokenizerLossConfig
@@ -109,7 +126,7 @@ def test_registered_teacher_is_buildable_by_name(monkeypatch):
         seen.update(spec=spec, weights=weights, grid=grid, image_size=image_size, resize=resize, pretrained=pretrained)
         return "built"
 
-    monkeypatch.setattr(registry.registry, "TEACHERS", dict(TEACHERS))
+    monkeypatch.setattr(registry.registry, "TEACHERS", TEACHERS.copy())
     spec = registry.register_teacher(T.TeacherSpec("toy", 7, "a toy", builder=builder, random_init=False))
     assert registry.teacher_dim("toy") == 7 and "toy" in registry.available_teachers()
     assert registry.build_teacher("toy", "", [2, 3], 32.0) == "built"
@@ -444,9 +461,9 @@ class _FakeInception(nn.Module):
 
 
 def test_inception_wrapped_on_the_token_grid(monkeypatch):
-    from rectok_core.teachers import inception
+    from rectok_core.teachers import inception_net
 
-    monkeypatch.setattr(inception, "InceptionTeacher", _FakeInception)
+    monkeypatch.setattr(inception_net, "InceptionTeacher", _FakeInception)
     t = build_teacher("inception", None, grid=(4, 4), image_size=32)
     assert isinstance(t, T.WrappedTeacher) and t.dim == teacher_dim("inception")
     y = t(_images())
@@ -460,7 +477,7 @@ def test_inception_wrapped_on_the_token_grid(monkeypatch):
 
 
 def test_real_inception_module_if_available():
-    from rectok_core.teachers.inception import InceptionTeacher
+    from rectok_core.teachers.inception_net import InceptionTeacher
 
     try:
         t = build_teacher("inception", None, grid=(4, 4), image_size=64)

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from rectok_core.checkpoints import open_checkpoint
 from rectok_core.config import build_config, from_dict, resume_config, to_dict
 from rectok_core.errors import CheckpointError, RectokError
 from rectok_core.models.tokenizer import RecTok
@@ -83,17 +84,17 @@ def test_atomic_save_and_kind_check(tmp_path):
     p = tmp_path / "c.pt"
     checkpoint.save_atomic({"format": "rectok", "kind": "dit", "x": torch.ones(2)}, p)
     assert list(tmp_path.iterdir()) == [p]  # no temp file left behind
-    assert checkpoint.load(p, "dit")["x"].tolist() == [1.0, 1.0]
+    assert open_checkpoint(p, "dit")["x"].tolist() == [1.0, 1.0]
     with pytest.raises(CheckpointError, match="holds a DiT.*RecTok tokenizer.*is needed"):
-        checkpoint.load(p, "tokenizer")
+        open_checkpoint(p, "tokenizer")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        checkpoint.load(tmp_path / "bad.pt")
+        open_checkpoint(tmp_path / "bad.pt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a rectok checkpoint"):
-        checkpoint.load(tmp_path / "foreign.pt")
+        open_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not found"):
-        checkpoint.load(tmp_path / "missing.pt")
+        open_checkpoint(tmp_path / "missing.pt")
 
 
 def test_strict_state_loading_reports_shapes():

@@ -28,7 +28,6 @@ from rectok_core.data.latent_stats import LatentStats
 from rectok_core.flow.noise import sample_noise_level, shift_time
 from rectok_core.losses.perceptual import LPIPS, PerceptualLoss
 from rectok_core.models.tokenizer import random_masking
-from rectok_core.training import engine
 from rectok_core.training.config import (
     DIT_TRAIN_PRESETS,
     TOKENIZER_PRESETS,
@@ -43,6 +42,7 @@ from rectok_core.training.tokenizer import (
     build_trainer,
     train_tokenizer,
 )
+from rectok_core.utils import runtime
 
 CPU = torch.device("cpu")
 
@@ -128,7 +128,8 @@ def tokenizer_setup(precision: str, perceptual: bool = False):
     comparison leaves it out."""
     torch.manual_seed(0)
     cfg = build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, "tiny",
-                       dict(teacher="inception-s", gan_weight=0.1, batch_size=8, device="cpu"))
+                       dict(teacher="inception-s", gan_weight=0.1, batch_size=8, device="cpu",
+                            rope="rotation"))  # the tolerances below were set for this RoPE (the old default)
     L, M, O = cfg.loss, cfg.model, cfg.optim
     teacher = build_teacher_for(cfg, CPU)  # the real offline Inception (a conv net: channels-last applies)
     lpips = PerceptualLoss("lpips", lpips_module=LPIPS(None)) if perceptual else None  # random VGG16
@@ -383,7 +384,7 @@ def test_compiled_sampling_matches_eager():
         build_velocity,
         generate_latents,
     )
-    from rectok_core.training.engine import maybe_compile
+    from rectok_core.utils.runtime import maybe_compile
 
     torch.manual_seed(0)
     model = build_dit("tiny", in_channels=16, input_size=8, num_classes=10).eval().requires_grad_(False)
@@ -414,7 +415,7 @@ def test_training_compile_wiring_eager_backend(tmp_path, monkeypatch):
         calls.append(kwargs)
         return real_compile(module, **kwargs)
 
-    monkeypatch.setattr(engine, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(runtime, "COMPILE_BACKEND", "eager")
     monkeypatch.setattr(torch, "compile", spy)
     kw = dict(teacher="none", steps=3, batch_size=8, log_every=1, ckpt_every=3, image_every=100, workers=0, device="cpu")
     runs = {}
@@ -435,9 +436,9 @@ def test_training_compile_wiring_eager_backend(tmp_path, monkeypatch):
 
 
 def test_compile_auto_resolution():
-    assert engine.resolve_compile(None, torch.device("cpu")) is False
-    assert engine.resolve_compile(None, torch.device("cuda")) is True
-    assert engine.resolve_compile(False, torch.device("cuda")) is False
-    assert engine.resolve_compile(True, torch.device("cpu")) is True
+    assert runtime.resolve_compile(None, torch.device("cpu")) is False
+    assert runtime.resolve_compile(None, torch.device("cuda")) is True
+    assert runtime.resolve_compile(False, torch.device("cuda")) is False
+    assert runtime.resolve_compile(True, torch.device("cpu")) is True
     cfg = build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, "tiny", {})
     assert cfg.run.compile is None  # auto unless --compile/--no-compile

@@ -4,8 +4,8 @@ import torch
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
+from rectok_core.checkpoints import load_tokenizer, open_checkpoint
 from rectok_core.config import build_config
-from rectok_core.models.tokenizer import load_tokenizer
 from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import train_tokenizer
@@ -27,15 +27,15 @@ def test_finetune_freezes_encoder_and_trains_decoder(stage1, tmp_path):
     r = runner.invoke(app, ["finetune-decoder", str(stage1), "--preset", "tiny", "--steps", "40", "--batch-size", "16",
                             "--out", str(out), "--log-every", "20", "--gan-weight", "0.1"])
     assert r.exit_code == 0, r.output
-    s1 = checkpoint.load(stage1, "tokenizer")
-    ft = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
+    s1 = open_checkpoint(stage1, "tokenizer")
+    ft = open_checkpoint(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ft["stage"] == "decoder-ft" and ft["config"]["model"]["teacher_dim"] == 0
     assert not any(k.startswith("sem_decoder.") for k in ft["model"]) and ft["disc"] is not None
-    for weights in ("model", "ema"):  # the EMA keeps the frozen encoder exact (no averaging of frozen params)
+    for weights in ("model", "ema"):  # official start: both hold the raw stage-1 encoder, never averaged
         for k, v in ft[weights].items():
             if k.startswith("encoder."):
-                assert torch.equal(v, s1["ema"][k]), (weights, k)
-    changed = [k for k, v in ft["model"].items() if k.startswith("decoder.") and not torch.equal(v, s1["ema"][k])]
+                assert torch.equal(v, s1["model"][k]), (weights, k)
+    changed = [k for k, v in ft["model"].items() if k.startswith("decoder.") and not torch.equal(v, s1["model"][k])]
     assert len(changed) > 10
     rows = [m for m in read_metrics(out) if "loss" in m]
     assert all(m["gan_on"] for m in rows) and "gan" in rows[0] and "sem" not in rows[0]

@@ -94,3 +94,50 @@ def test_results_need_a_run_folder(tmp_path):
     assert results_run(tmp_path / "tok.pt", "") is None
     with pytest.raises(RectokError, match="is not in a run folder"):
         results_run(tmp_path / "tok.pt", "tensorboard")
+
+
+def test_tensorboard_gets_the_config_once_as_hparams_and_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from rectok_core.training.logging import RunLogger
+
+    config = {"preset": "tiny", "model": {"width": 64, "heads": 4}, "run": {"lr": 1e-3, "compile": None}}
+    rl = RunLogger(tmp_path, "tensorboard", config=config)
+    rl.scalars(1, {"loss": 0.5})
+    rl.close()
+    rl = RunLogger(tmp_path, "tensorboard", config=config, resume=True, step=1)  # a resumed session: not again
+    rl.scalars(2, {"loss": 0.4})
+    rl.close()
+    ea = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    ea.Reload()
+    content = ea.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["model/width"].number_value == 64 and hp["preset"].string_value == "tiny"
+    assert hp["run/compile"].string_value == "None"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["train/loss"]
+    (text,) = ea.Tensors("config/text_summary")
+    assert '"width": 64' in text.tensor_proto.string_val[0].decode()
+
+
+def test_probe_results_go_to_the_run_as_one_figure(tmp_path):
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rectok_core.metrics.probe_report import figure_array, log_to_runs
+
+    ts = [i / 10 for i in range(11)]
+    ck = SimpleNamespace(name="tok", dim=16, step=30, chance={"top1": 0.1},
+                         results=[{"t": t, "top1": 0.9 - 0.8 * t, "top5": None} for t in ts])
+    report = SimpleNamespace(checkpoints=[ck], teacher=None, protocol={"space": "posterior-mean"})
+    fig = figure_array(report, 0)
+    assert fig.ndim == 3 and fig.shape[2] == 3 and fig.dtype.name == "uint8" and fig.std() > 0
+    log_to_runs(report, [tmp_path], "tensorboard")
+    ea = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    assert ea.Tags()["scalars"] == [] and [e.step for e in ea.Images("probe/top1_vs_t")] == [30]
+    (rec,) = read_metrics(tmp_path)
+    assert rec["event"] == "probe/top1_vs_t" and rec["t"] == ts and rec["top1"][0] == 0.9

@@ -9,11 +9,11 @@ from conftest import PYTHON, ROOT, cli_env, free_port, make_image_folder
 from typer.testing import CliRunner
 
 from rectok_cli.main import app
+from rectok_core.checkpoints import open_checkpoint
 from rectok_core.config import build_config, resume_config
 from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import train_tokenizer
-from rectok_core.utils import checkpoint
 from rectok_core.utils.images import grid_captions
 
 runner = CliRunner()
@@ -40,7 +40,7 @@ def test_cli_run_leaves_checkpoint_config_metrics_and_image(tmp_path):
     caps = grid_captions(out / "images" / "recon_0000008.png")
     assert caps["rows"] == ["original", "reconstruction (raw model)", "reconstruction (EMA)"]
     assert caps["title"].startswith("step 8: ")
-    ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
+    ck = open_checkpoint(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ck["step"] == 8 and ck["config"] == cfg
     assert {"model", "ema", "opt", "disc", "opt_d", "rng"} <= set(ck)
 
@@ -56,12 +56,12 @@ def test_resume_continues_exactly(tmp_path):
     train_tokenizer(part)
     b_ckpts = tmp_path / "b" / "checkpoints"
     shutil.copy(b_ckpts / "step_0000003.pt", b_ckpts / "latest.pt")
-    saved = checkpoint.load(b_ckpts / "latest.pt", "tokenizer")
+    saved = open_checkpoint(b_ckpts / "latest.pt", "tokenizer")
     assert saved["step"] == 3
     resumed = resume_config(TokenizerTrainConfig, saved["config"], {"resume": True})
     train_tokenizer(resumed)
-    a = checkpoint.load(tmp_path / "a" / "checkpoints" / "latest.pt")
-    b = checkpoint.load(b_ckpts / "latest.pt")
+    a = open_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")
+    b = open_checkpoint(b_ckpts / "latest.pt")
     assert a["step"] == b["step"] == 6
     for part_name in ("model", "ema", "disc"):
         for k, v in a[part_name].items():
@@ -82,7 +82,7 @@ def test_resume_refuses_changed_flags_and_missing_checkpoint(tmp_path):
     assert r.exit_code == 1 and "already holds a run" in r.output
     r = runner.invoke(app, ["train-tokenizer", "--out", str(out), "--resume", "--steps", "4"])
     assert r.exit_code == 0, r.output
-    assert checkpoint.load(out / "checkpoints" / "latest.pt")["step"] == 4
+    assert open_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 4
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_two_process_gloo_ddp(tmp_path):
            "--grad-accum", "2", "--device", "cpu"]
     p = subprocess.run(cmd, cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    ck = checkpoint.load(out / "checkpoints" / "latest.pt", "tokenizer")
+    ck = open_checkpoint(out / "checkpoints" / "latest.pt", "tokenizer")
     assert ck["step"] == 4
     start = next(m for m in read_metrics(out) if m.get("event") == "start")
     assert start["world_size"] == 2 and start["global_batch"] == 16
@@ -154,6 +154,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_cfg(tmp_path / "run", steps=8, ckpt_every=2, keep_every=0)
     with pytest.raises(Exception, match="non-finite loss \\(.*rec.*\\).* at step 5.*latest.pt \\(step 4\\)"):
         train_tokenizer(cfg)
-    ck = checkpoint.load(tmp_path / "run" / "checkpoints" / "latest.pt")
+    ck = open_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert ck["step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["model"].values())

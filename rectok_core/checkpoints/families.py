@@ -1,0 +1,124 @@
+"""One way to name a tokenizer of any family: ``FAMILY:SOURCE`` (``sd-vae:stabilityai/sd-vae-ft-ema``,
+``mar-kl16:kl16.ckpt``, ``va-vae:vavae.pt``, ``rectok:runs/tok/checkpoints/latest.pt``) or, as before, a plain RecTok
+checkpoint, export folder or Hub id (the ``rectok`` family).
+
+SOURCE is a local file or folder, or a Hub id (``owner/name[@revision]``) for a family whose library downloads
+(diffusers' ``from_pretrained``, cached by huggingface_hub); offline, a Hub id is a one-line error naming the
+local form at once (:func:`~rectok_core.utils.env.network_available`, at most ~2 s).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+
+from rectok_core.checkpoints.resolve import HUB_ID
+from rectok_core.checkpoints.tokenizer import load_tokenizer
+from rectok_core.errors import CheckpointError
+from rectok_core.models.families import FAMILIES, Normalization, get_family, register_family
+from rectok_core.utils.env import network_available
+
+RECTOK = "rectok"
+
+#: The default square image size of a family that does not record one (the paper's 256×256 ImageNet).
+DEFAULT_IMAGE_SIZE = 256
+
+_FAMILY_PREFIX = re.compile(r"^(?P<family>[a-z][a-z0-9]*(?:-[a-z0-9]+)*):(?P<source>.+)$")
+
+
+@register_family(RECTOK, "RecTok (train-tokenizer / finetune-decoder, imported official files, export folders)",
+                 "a rectok checkpoint, export folder or Hub id", "C x H/p x W/p (p: patch size)",
+                 Normalization("per-channel"), hub=True, local_form="FILE or FOLDER")
+def _load_rectok(source: str, local: Path | None = None, image_size: int | None = None,
+                 device: torch.device | str = "cpu", use_ema: bool = True, revision: str | None = None):
+    return load_tokenizer(source, use_ema=use_ema, device=device)
+
+
+def split_spec(spec: str | Path) -> tuple[str, str]:
+    """(family, source) of a tokenizer name: ``FAMILY:SOURCE``, or ``("rectok", spec)`` for a plain name (an
+    existing path is always a path, even with a colon in it). An unknown ``FAMILY:`` prefix is a one-line error."""
+    s = str(spec)
+    m = _FAMILY_PREFIX.match(s)
+    if m is None or len(m.group("family")) < 2 or Path(s).exists():
+        return RECTOK, s
+    get_family(m.group("family"))  # unknown → one line listing the known families
+    return m.group("family"), m.group("source")
+
+
+def is_family_spec(spec: str | Path) -> bool:
+    """Whether ``spec`` names a tokenizer of another family than RecTok (``FAMILY:SOURCE``, FAMILY ≠ rectok)."""
+    return split_spec(spec)[0] != RECTOK
+
+
+def rectok_source(spec: str | Path) -> str | None:
+    """The RecTok checkpoint ``spec`` names (``rectok:X`` → ``X``; a plain name as is), None for other families."""
+    family, source = split_spec(spec)
+    return source if family == RECTOK else None
+
+
+def absolute_spec(spec: str | Path) -> str:
+    """``spec`` as a run records it: a local path made absolute (``FAMILY:`` kept for another family), a Hub id as is."""
+    family, source = split_spec(spec)
+    local = Path(source).expanduser()
+    where = str(local.resolve()) if local.exists() else source
+    return where if family == RECTOK else f"{family}:{where}"
+
+
+def source_exists(spec: str | Path) -> bool:
+    """Whether the local file or folder ``spec`` names exists (a Hub id: False)."""
+    return Path(split_spec(spec)[1]).expanduser().exists()
+
+
+def _sha256(path: Path) -> str:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix != ".md")
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.device | str = "cpu",
+                       image_size: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """The frozen tokenizer ``spec`` names and its metadata, for any family.
+
+    A RecTok name loads exactly as :func:`~rectok_core.checkpoints.load_tokenizer` (same model, same metadata plus
+    ``family``). Another family gives its :class:`~rectok_core.models.families.LatentTokenizer` at ``image_size``
+    (default 256) and metadata with ``family``, ``source``, ``path``, ``sha256`` (of the local file or folder's
+    files; of the name ``FAMILY:REPO@REVISION`` for a Hub id), ``step`` None, ``weights`` and ``config`` None.
+    """
+    family_name, source = split_spec(spec)
+    if family_name == RECTOK:
+        model, meta = load_tokenizer(source, use_ema=use_ema, device=device)
+        return model, {**meta, "family": RECTOK, "source": source}
+    family = get_family(family_name)
+    local = Path(source).expanduser() if Path(source).expanduser().exists() else None
+    revision = None
+    if local is None:
+        m = HUB_ID.match(source)
+        if not family.hub or m is None or source.lower().endswith((".pt", ".pth", ".ckpt", ".safetensors", ".bin")):
+            raise CheckpointError(f"{spec}: no such file or folder ({family_name} takes {family_name}:PATH to a local "
+                                  f"{family.local_form.lower()}{', or a Hub id' if family.hub else ''})")
+        if not network_available():
+            raise CheckpointError(f"{spec}: a Hugging Face Hub id needs the network, which is unavailable (offline): "
+                                  f"download it elsewhere (hf download {m.group('repo')} --local-dir DIR) and pass "
+                                  f"{family_name}:DIR")
+        source, revision = m.group("repo"), m.group("rev")
+    model = family.load(source, local=local, image_size=image_size or DEFAULT_IMAGE_SIZE, device=device,
+                        revision=revision)
+    meta = {"family": family_name, "source": source, "path": str(local.resolve()) if local else source,
+            "sha256": _sha256(local) if local else hashlib.sha256(f"{family_name}:{source}@{revision}".encode()).hexdigest(),
+            "step": None, "weights": "published", "config": None,
+            "stage": None, "latent_stats": None, "normalization": family.normalization.describe()}
+    return model, meta
+
+
+def family_table() -> list[dict[str, str]]:
+    """One row per registered family: name, description, source, latent shape, normalisation, Hub support."""
+    return [{"family": f.name, "description": f.description, "source": f.source, "latent": f.latent,
+             "normalization": f.normalization.describe(), "hub": "yes" if f.hub else "no",
+             "form": f"{f.name}:{f.local_form.replace(' or ', '|')}" + ("|HUB_ID" if f.hub else "")}
+            for f in FAMILIES.values()]

@@ -1,0 +1,77 @@
+"""The settings of ``rectok sample`` (:class:`SampleConfig`) and its choices, without torch: the CLI help reads
+them; the sampling itself is in :mod:`rectok_core.sampling.folder`."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive
+from rectok_core.errors import RectokError
+from rectok_core.flow.solvers import SOLVERS, solver_help
+from rectok_core.utils.runtime import PRECISIONS
+
+#: ``--cfg`` values: no guidance, classifier-free guidance, AutoGuidance (a smaller guide DiT).
+GUIDANCE = ("none", "cfg", "autoguidance")
+
+
+#: The ``--sampler`` choices: the registered ODE solvers (``rectok_core.flow.solvers``).
+SAMPLERS = tuple(SOLVERS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class SampleConfig:
+    """``rectok sample``: generate images from a DiT^DH checkpoint into a resumable sample folder."""
+    n: int = opt(50000, "number of samples (labels 0…K−1 cycled: 50 per class for 50,000 ImageNet samples)",
+                 flag="--num", aliases=("-n",))
+    steps: int = opt(150, "time-grid points: N points = N−1 Euler updates (official 150; 50 for quick evals)")
+    sampler: str = opt("euler", solver_help("ODE integrator"), SAMPLERS)
+    cfg: str = opt("none", "guidance method", GUIDANCE)
+    scale: float = opt(1.0, "guidance scale w; 1 = no guidance (official AutoGuidance: 1.29)")
+    guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance (official: DiT^DH-S, 30 epochs)")
+    interval: str = opt("0,1", "guidance interval LO,HI in generator time (t = 0 noise, 1 data); guided inside")
+    out: str = opt("samples", "sample folder (PNGs, samples.npz, grid.png, manifest.json)")
+    batch_size: int = opt(256, "samples per model batch per process (results do not depend on it)")
+    seed: int = opt(0, "noise seed: sample i's noise depends only on (seed, i)")
+    weights: str = opt("ema", "DiT (and guide) weights to sample with", WEIGHTS)
+    tokenizer: str = opt("", "tokenizer checkpoint (default: the path recorded in the DiT checkpoint; its sha256 "
+                             "must match the recorded one)")
+    device: str = opt("auto", "cuda, cpu or auto")
+    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
+    compile: bool | None = opt(None, "torch.compile the DiT and the guide (auto: on CUDA, off on CPU; images agree "
+                                     "with eager ones to float rounding, not bit for bit)", flag_type=bool)
+
+    def validate(self) -> None:
+        check_choices(self)
+        if self.n < 1:
+            raise RectokError(f"-n must be positive, got {self.n}")
+        if self.steps < 2:
+            raise RectokError(f"--steps must be at least 2 (grid points; N points = N−1 updates), got {self.steps}")
+        positive("batch_size", self.batch_size)
+        nonneg("seed", self.seed)
+        if not math.isfinite(self.scale) or self.scale < 0:
+            raise RectokError(f"--scale must be a finite number >= 0, got {self.scale}")
+        self.interval_range()
+        if self.cfg == "autoguidance" and not self.guide:
+            raise RectokError("--cfg autoguidance needs --guide GUIDE_CKPT (a smaller DiT of the same latent space)")
+        if self.scale != 1.0 and self.cfg == "none":
+            raise RectokError(f"--scale {self.scale} needs guidance: add --cfg cfg or --cfg autoguidance")
+        if self.guide and self.cfg != "autoguidance":
+            raise RectokError(f"--guide is only used by --cfg autoguidance (got --cfg {self.cfg})")
+        device_spec("device", self.device)
+
+    def interval_range(self) -> tuple[float, float]:
+        parts = self.interval.split(",")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            raise RectokError(f"--interval {self.interval!r}: expected LO,HI such as 0,1") from None
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise RectokError(f"--interval {self.interval!r}: need 0 <= LO <= HI <= 1")
+        return lo, hi
+
+    def guided(self) -> bool:
+        """Whether guidance changes anything (a scale of 1 is plain conditional sampling)."""
+        return self.cfg != "none" and self.scale != 1.0
