@@ -18,6 +18,7 @@ As in diffusers: ``from_pretrained(..., revision=, cache_dir=, local_files_only=
 """
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,11 +59,12 @@ def _millions(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M"
 
 
-class _Saveable:
+class _Saveable(abc.ABC):
     """``save_pretrained`` / ``push_to_hub`` / ``to`` shared by :class:`Tokenizer` and :class:`Generator`."""
 
-    def _source(self) -> tuple[str, str, str, torch.nn.Module]:  # (checkpoint or folder, weights, kind, model)
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _source(self) -> tuple[str, str, str, torch.nn.Module]:
+        """(checkpoint or folder, weights, kind, model) this object was loaded from."""
 
     def _check_unchanged(self) -> None:
         """Refuse to export weights that were changed in memory: the folder would claim the source's identity."""
@@ -102,8 +104,9 @@ class _Saveable:
         self.precision = resolve_precision(dev, self.precision)
         return self
 
+    @abc.abstractmethod
     def _modules(self) -> list[torch.nn.Module]:
-        raise NotImplementedError
+        """The networks :meth:`to` moves."""
 
 
 class Tokenizer(_Saveable):

@@ -17,6 +17,8 @@ from typing import Any
 
 from rectok_core.config_values import coerce, field_types
 from rectok_core.errors import RectokError
+from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
+from rectok_core.utils.runtime import PRECISIONS
 
 #: Which weights of a checkpoint a command uses (``--weights``): the EMA copy (what evaluation uses) or the raw trained ones.
 WEIGHTS = ("ema", "raw")
@@ -40,6 +42,33 @@ def opt(default: Any, help: str, choices: tuple | None = None, cli: bool = True,
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md, **kw)
     return field(default=default, metadata=md, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Runtime options: --device, --precision, --workers and --strict-data are defined once here and reused by every
+# command's config (one help text, one set of allowed values); a command states only its default and purpose.
+# ---------------------------------------------------------------------------------------------------------
+def device_option(what: str = "") -> Any:
+    """``--device``: ``cuda``, ``cuda:N``, ``cpu`` or ``auto`` (CUDA when there is one)."""
+    return opt("auto", "cuda, cuda:N, cpu or auto" + (f" ({what})" if what else ""))
+
+
+def precision_option(default: str = "auto", choices: tuple[str, ...] = PRECISIONS, what: str = "autocast") -> Any:
+    """``--precision``: the autocast dtype (``auto``: bf16 on CUDA, fp32 on CPU)."""
+    return opt(default, f"{what} precision (auto: bf16 on CUDA, fp32 on CPU)" if "auto" in choices
+               else f"{what} precision", choices)
+
+
+def workers_option(default: int | None = None, what: str = "data-loading worker processes per rank") -> Any:
+    """``--workers``: ``None`` means auto (``min(4, CPUs available)``, computed when the config is made)."""
+    if default is None:
+        return opt(None, f"{what} ({WORKERS_DEFAULT})", flag_type=int, default_factory=default_workers)
+    return opt(default, what)
+
+
+def strict_data_option() -> Any:
+    """``--strict-data``: stop at the first unreadable image instead of skipping and counting it."""
+    return opt(False, "fail on the first unreadable image instead of skipping it")
 
 
 def flag_of(name: str, f: dataclasses.Field) -> str:

@@ -3,7 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive
+from rectok_core.config import (
+    WEIGHTS,
+    check_choices,
+    device_option,
+    device_spec,
+    nonneg,
+    opt,
+    positive,
+    precision_option,
+    strict_data_option,
+    workers_option,
+)
 
 #: Storage dtypes of a latent cache's posterior moments.
 CACHE_DTYPES = ("float16", "float32")
@@ -27,10 +38,10 @@ class CacheLatentsConfig:
     batch_size: int = opt(64, "images per batch per process")
     shard_size: int = opt(DEFAULT_SHARD_SIZE, "images per shard file")
     dtype: str = opt("float16", "storage of the moments", CACHE_DTYPES)
-    precision: str = opt("fp32", "encoder precision", ENCODE_PRECISIONS)
-    workers: int = opt(0, "data-loading worker processes per rank")
-    device: str = opt("auto", "cuda, cpu or auto")
-    strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+    precision: str = precision_option("fp32", ENCODE_PRECISIONS, "encoder")
+    workers: int = workers_option(0)
+    device: str = device_option()
+    strict_data: bool = strict_data_option()
 
     def validate(self) -> None:
         check_choices(self)

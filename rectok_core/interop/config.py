@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive, settings  # noqa: F401 - settings re-exported
+from rectok_core.config import WEIGHTS, check_choices, device_option, device_spec, nonneg, opt, positive, workers_option
 
 #: ``import-official --kind``: what the official file holds (``auto``: told from its keys and shapes).
 KINDS = ("auto", "stage1", "decoder-ft", "dit")
@@ -27,9 +27,9 @@ class ImportOfficialConfig:
     data: str = opt("", "DiT only: ImageNet train (folder or list) to compute the latent statistics from instead")
     classes: str = opt("", "DiT only: class names, one a line (default: the --data folder's, else class_0000 …)")
     stats_dir: str = opt("", "folder of keyed statistics files")
-    device: str = opt("auto", "for computing statistics: cuda, cpu or auto")
+    device: str = device_option("for computing statistics")
     batch_size: int = opt(64, "images per batch for the statistics")
-    workers: int = opt(4, "data-loading workers for the statistics")
+    workers: int = workers_option(4, "data-loading workers for the statistics")
     heads: str = opt("", "attention heads of a size outside the official tables (never guessed): N or N,S for a "
                          "tokenizer (S: semantic decoder), A,B for a DiT^DH (trunk, head)")
 
@@ -47,9 +47,9 @@ class LatentStatsConfig:
     out: str = opt("", "also copy the statistics JSON here")
     stats_dir: str = opt("", "folder of statistics files keyed by tokenizer sha256 and data (default: cache)")
     weights: str = opt("ema", "tokenizer weights", WEIGHTS)
-    device: str = opt("auto", "cuda, cpu or auto")
+    device: str = device_option()
     batch_size: int = opt(64, "images per batch per process")
-    workers: int = opt(4, "data-loading workers per process")
+    workers: int = workers_option(4, "data-loading workers per process")
     overwrite: bool = opt(False, "replace an --out file that is not a rectok latent-statistics file")
 
     def validate(self) -> None:

@@ -17,11 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rectok_core.checkpoints import HUB_ID, KINDS, open_checkpoint
+from rectok_core.checkpoints import HUB_ID, KINDS, is_family_spec, open_checkpoint
 from rectok_core.checkpoints.folder import EXPORT_FORMAT, VERSION, WEIGHTS_FILE, read_export_config
+from rectok_core.config import settings
 from rectok_core.data.latent_stats import LatentStats
 from rectok_core.errors import CheckpointError, RectokError
-from rectok_core.interop.config import ExportConfig, PushConfig, settings
+from rectok_core.interop.config import ExportConfig, PushConfig
 from rectok_core.interop.stats import read_stats
 from rectok_core.utils import checkpoint, files
 from rectok_core.utils.env import network_available
@@ -39,6 +40,9 @@ def export(ckpt: str | Path, out: str | Path | None = None, cfg: ExportConfig | 
     from safetensors.torch import save as safetensors_bytes
 
     cfg = settings(ExportConfig, cfg, out=out, **options)
+    if is_family_spec(ckpt):
+        raise RectokError(f"{ckpt}: rectok export writes folders of rectok checkpoints; a tokenizer of another family "
+                          f"needs none: every command and Tokenizer.from_pretrained take {ckpt} as it is")
     out, weights, eval_file, license = cfg.out, cfg.weights, cfg.eval_file or None, cfg.license
     tokenizer_ref, latent_stats, overwrite = cfg.tokenizer_ref or None, cfg.latent_stats or None, cfg.overwrite
     # an export folder is known by its config.json (no marker file: the folder is uploaded as it is)

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from rectok_core.checkpoints import load_tokenizer
-from rectok_core.config import build_config, choice, to_dict
+from rectok_core.config import build_config, choice, settings, to_dict
 from rectok_core.errors import CheckpointError, RectokError
-from rectok_core.interop.config import KINDS, ImportOfficialConfig, settings
+from rectok_core.interop.config import KINDS, ImportOfficialConfig
 from rectok_core.interop.stats import compute_or_read_stats, read_classes
 from rectok_core.models.dit import DIT_PRESETS, DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rectok_core.checkpoints import is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.config import settings
 from rectok_core.data.latent_stats import (
     STATS_FORMAT,
     LatentStats,
@@ -21,7 +22,7 @@ from rectok_core.data.latent_stats import (
 )
 from rectok_core.data.readers import build_dataset
 from rectok_core.errors import DataError, RectokError
-from rectok_core.interop.config import LatentStatsConfig, settings
+from rectok_core.interop.config import LatentStatsConfig
 from rectok_core.models.tokenizer import RecTok
 from rectok_core.utils import distributed
 from rectok_core.utils.files import atomic_open, check_own_file

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive
+from rectok_core.config import (
+    WEIGHTS,
+    check_choices,
+    device_option,
+    device_spec,
+    nonneg,
+    opt,
+    positive,
+    precision_option,
+    strict_data_option,
+    workers_option,
+)
 from rectok_core.errors import RectokError
 from rectok_core.teachers import teacher_help
 from rectok_core.training.trackers import parse_log_spec
-from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
-from rectok_core.utils.runtime import PRECISIONS
 
 
 @dataclass
@@ -34,10 +43,10 @@ class EvalConfig:
     lpips_vgg: str = opt("", "VGG16 ImageNet weights for LPIPS (vgg16-397923af.pth; default: torch hub cache; LPIPS "
                              "is left out without them)")
     inception_weights: str = opt("", "InceptionV3 weights file (default: resolved offline)")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
-    workers: int = opt(0, "data-loading worker processes per rank")
-    device: str = opt("auto", "cuda, cpu or auto")
-    strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+    precision: str = precision_option()
+    workers: int = workers_option(0)
+    device: str = device_option()
+    strict_data: bool = strict_data_option()
     log: str = opt("", "also log the metrics to the trackers of the checkpoint's run folder (RUN/checkpoints/X.pt): "
                        "tensorboard and/or wandb, comma-separated")
 
@@ -62,8 +71,8 @@ class EvalSamplesConfig:
     inception_weights: str = opt("", "InceptionV3 weights file (default: resolved offline; torch-fidelity's original "
                                      "file also gives the IS)")
     batch_size: int = opt(50, "images per Inception batch")
-    workers: int = opt(0, "image-decoding worker processes")
-    device: str = opt("auto", "cuda, cpu or auto")
+    workers: int = workers_option(0, "image-decoding worker processes")
+    device: str = device_option()
     out: str = opt("", "result JSON (default: SAMPLES/eval.json, or NAME.eval.json beside an .npz)")
 
     def validate(self) -> None:
@@ -85,8 +94,8 @@ class FidStatsConfig:
     per_class: int = opt(0, "use the first N images of each sub-folder (class) (0: all); a class-balanced subset")
     inception_weights: str = opt("", "InceptionV3 weights file (default: resolved offline)")
     batch_size: int = opt(50, "images per Inception batch")
-    workers: int = opt(0, "image-decoding worker processes")
-    device: str = opt("auto", "cuda, cpu or auto")
+    workers: int = workers_option(0, "image-decoding worker processes")
+    device: str = device_option()
 
     def validate(self) -> None:
         positive("batch_size", self.batch_size)
@@ -134,11 +143,9 @@ class ProbeConfig:
     image_size: int = opt(0, "image size for tokenizers of other families (FAMILY:SOURCE) (0: the first RecTok "
                              "checkpoint's, else 256)")
     batch_size: int = opt(128, "images per encoder batch")
-    workers: int = opt(None, f"data-loading worker processes ({WORKERS_DEFAULT})", flag_type=int,
-                       default_factory=default_workers)
-    device: str = opt("auto", "cuda, cuda:N, cpu or auto")
-    precision: str = opt("auto", "encoder autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
-                         PRECISIONS)
+    workers: int = workers_option(what="data-loading worker processes")
+    device: str = device_option()
+    precision: str = precision_option(what="encoder autocast")
     out: str = opt("runs/probe-flow", "output folder for probe.json and probe.png")
     log: str = opt("", "also log the val top-1 of each t to the trackers of each checkpoint's run folder: "
                        "tensorboard and/or wandb, comma-separated")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rectok_core.config import WEIGHTS, check_choices, device_spec, nonneg, opt, positive
+from rectok_core.config import WEIGHTS, check_choices, device_option, device_spec, nonneg, opt, positive, precision_option
 from rectok_core.errors import RectokError
 from rectok_core.flow.solvers import SOLVERS, solver_help
-from rectok_core.utils.runtime import PRECISIONS
 
 #: ``--cfg`` values: no guidance, classifier-free guidance, AutoGuidance (a smaller guide DiT).
 GUIDANCE = ("none", "cfg", "autoguidance")
@@ -38,8 +37,8 @@ class SampleConfig:
     weights: str = opt("ema", "DiT (and guide) weights to sample with", WEIGHTS)
     tokenizer: str = opt("", "tokenizer checkpoint (default: the path recorded in the DiT checkpoint; its sha256 "
                              "must match the recorded one)")
-    device: str = opt("auto", "cuda, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
+    device: str = device_option()
+    precision: str = precision_option()
     compile: bool | None = opt(None, "torch.compile the DiT and the guide (auto: on CUDA, off on CPU; images agree "
                                      "with eager ones to float rounding, not bit for bit)", flag_type=bool)
 

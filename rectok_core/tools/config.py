@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rectok_core.config import device_spec, opt, positive
+from rectok_core.config import device_option, device_spec, opt, positive, precision_option
 from rectok_core.errors import RectokError
 from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS
 from rectok_core.utils.runtime import PRECISIONS
@@ -39,8 +39,8 @@ class BenchConfig:
     workloads: str = opt("all", "comma-separated workloads, or all: " + ", ".join(WORKLOADS))
     timed_steps: int = opt(20, "timed steps per workload (img/s from their median)")
     warmup: int = opt(5, "untimed warm-up steps per workload (torch.compile compiles here)")
-    device: str = opt("auto", "cuda, cuda:N, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
+    device: str = device_option()
+    precision: str = precision_option()
     compile: bool | None = opt(None, "torch.compile what the commands compile: training steps and sampling "
                                      "(auto: on CUDA, off on CPU)", flag_type=bool)
     out: str = opt("bench.json", "JSON result file")

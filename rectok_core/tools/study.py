@@ -36,13 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rectok_core.config import device_spec, opt, section, to_argv
+from rectok_core.config import device_option, device_spec, opt, section, to_argv, workers_option
 from rectok_core.errors import RectokError
 from rectok_core.metrics.config import EvalConfig, EvalSamplesConfig, FidStatsConfig, ProbeConfig
 from rectok_core.sampling.config import SampleConfig
 from rectok_core.teachers import available_teachers, teacher_help
 from rectok_core.training.config import DiTTrainConfig, FinetuneConfig, TokenizerTrainConfig
-from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
 from rectok_core.utils.files import write_text_atomic
 
 FORMAT = "rectok.study"
@@ -58,9 +57,8 @@ VERSION = 1
 class StudyRunConfig:
     data: str = opt("", "labelled ImageFolder with train/ and val/ (e.g. imagenette-64, see the README); required")
     out: str = opt("runs/reproduction", "study folder: every run, commands.sh, study.json, results.md, plots")
-    device: str = opt("auto", "cuda, cpu or auto (every command of the study)")
-    workers: int = opt(None, f"data-loading worker processes of every command ({WORKERS_DEFAULT})", flag_type=int,
-                       default_factory=default_workers)
+    device: str = device_option("every command of the study")
+    workers: int = workers_option(what="data-loading worker processes of every command")
     seed: int = opt(1, "training seed of every arm (the repeat arm uses --repeat-seed)")
 
     def validate(self) -> None:

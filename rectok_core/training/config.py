@@ -5,14 +5,26 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rectok_core.config import WEIGHTS, choice, device_spec, fraction, nonneg, open_unit, opt, positive, section
+from rectok_core.config import (
+    WEIGHTS,
+    choice,
+    device_option,
+    device_spec,
+    fraction,
+    nonneg,
+    open_unit,
+    opt,
+    positive,
+    precision_option,
+    section,
+    strict_data_option,
+    workers_option,
+)
 from rectok_core.errors import RectokError
 from rectok_core.models.config import DIT_PRESETS, DiTConfig, TokenizerModelConfig
 from rectok_core.teachers import available_teachers, teacher_help
 from rectok_core.teachers.registry import teacher_spec
 from rectok_core.training.trackers import parse_log_spec
-from rectok_core.utils.env import WORKERS_DEFAULT, default_workers
-from rectok_core.utils.runtime import PRECISIONS
 
 PERCEPTUAL_HELP = ("perceptual loss: lpips+convnext (official: (LPIPS-VGG16 + 0.1·ConvNeXt-S logit MSE) / 1.1, needs "
                    "both ImageNet weight files), lpips (rectok's choice: LPIPS alone) or none")
@@ -54,17 +66,16 @@ class RunConfig:
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
     epochs: float = opt(200.0, "training length in epochs (ignored when --steps is set)")
     steps: int = opt(0, "training length in optimizer steps (0: from --epochs)")
-    workers: int = opt(None, f"data-loading worker processes per rank ({WORKERS_DEFAULT})", flag_type=int,
-                       default_factory=default_workers)
-    device: str = opt("auto", "cuda, cpu or auto")
-    precision: str = opt("auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)", PRECISIONS)
+    workers: int = workers_option()
+    device: str = device_option()
+    precision: str = precision_option()
     compile: bool | None = opt(None, "torch.compile the model (auto: on CUDA, off on CPU)",
                                 flag_type=bool)
     log_every: int = opt(20, "steps between metric log lines")
     ckpt_every: int = opt(1000, "steps between checkpoints (one is always written at the end)")
     keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: keep only the latest)")
     image_every: int = opt(1000, "steps between reconstruction/sample image grids")
-    strict_data: bool = opt(False, "fail on the first unreadable image instead of skipping it")
+    strict_data: bool = strict_data_option()
     log: str = opt("jsonl", "experiment tracking, comma-separated: jsonl (OUT/metrics.jsonl, always on), "
                             "tensorboard (OUT/tensorboard), wandb (needs rectok[wandb]; WANDB_MODE=offline works)")
 
@@ -121,7 +132,30 @@ class OptimConfig(AdamWConfig):
 
 
 @dataclass
-class TokenizerLossConfig:
+class ReconstructionLossConfig:
+    """The reconstruction loss both tokenizer stages share (pixel MSE, perceptual, GAN): one definition of each
+    option; stage 1 adds the teacher, flow and KL terms (:class:`TokenizerLossConfig`), the decoder fine-tune
+    starts its GAN at once (:class:`DecoderLossConfig`)."""
+
+    perceptual: str = opt("lpips+convnext", PERCEPTUAL_HELP, ("lpips+convnext", "lpips", "none"))
+    lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
+    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term (convnext_small-0c510722.pth)")
+    perceptual_init: str = opt("pretrained", "perceptual networks: pretrained, or random (tests and speed checks "
+                                             "only: a meaningless loss)", ("pretrained", "random"))
+    rec_weight: float = opt(1.0, "pixel MSE weight")
+    perceptual_weight: float = opt(1.0, "perceptual loss weight")
+    gan_weight: float = opt(0.1, "generator GAN loss weight (0.1 is what the official runs used)")
+    disc_start: float = opt(0.5, "start of the GAN, as a fraction of the run")
+    disc_norm: str = opt("batch", "discriminator normalisation", ("batch", "sync"))
+
+    def validate(self) -> None:
+        for name in ("rec_weight", "perceptual_weight", "gan_weight"):
+            nonneg(name, getattr(self, name))
+        fraction("disc_start", self.disc_start)
+
+
+@dataclass
+class TokenizerLossConfig(ReconstructionLossConfig):
     teacher: str = opt("dinov3", teacher_help("vision foundation model teacher"), available_teachers(),
                        aliases=("--vfm",))
     teacher_weights: str = opt("", "local teacher weights file (used instead of the hub)", aliases=("--vfm-weights",))
@@ -139,23 +173,14 @@ class TokenizerLossConfig:
                                        "(rec)", ("rec+align", "align", "rec"))
     mask_min: float = opt(-0.1, "RAD mask ratio r = max(0, U(mask_min, mask_max))")
     mask_max: float = opt(0.4, "upper end of the mask-ratio draw (0 disables masking)")
-    perceptual: str = opt("lpips+convnext", PERCEPTUAL_HELP, ("lpips+convnext", "lpips", "none"))
-    lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
-    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term (convnext_small-0c510722.pth)")
-    perceptual_init: str = opt("pretrained", "perceptual networks: pretrained, or random (tests and speed checks "
-                                             "only: a meaningless loss)", ("pretrained", "random"))
-    rec_weight: float = opt(1.0, "pixel MSE weight")
-    perceptual_weight: float = opt(1.0, "perceptual loss weight")
     kl_weight: float = opt(1e-6, "KL weight")
     sem_weight: float = opt(1.0, "semantic (cosine) loss weight")
-    gan_weight: float = opt(0.1, "generator GAN loss weight (0.1 is what the official runs used)")
     disc_start: float = opt(0.5, "start of the GAN, as a fraction of the run (0.5 = epoch 100 of 200; 1 = never)")
-    disc_norm: str = opt("batch", "discriminator normalisation", ("batch", "sync"))
 
     def validate(self) -> None:
-        for name in ("gamma", "rec_weight", "perceptual_weight", "kl_weight", "sem_weight", "gan_weight"):
+        super().validate()
+        for name in ("gamma", "kl_weight", "sem_weight"):
             nonneg(name, getattr(self, name))
-        fraction("disc_start", self.disc_start)
         if self.teacher_resize == "official" and self.teacher != "none":
             spec = teacher_spec(self.teacher)
             if (spec.family, spec.patch) != ("dinov3", 16):
@@ -211,22 +236,8 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 @dataclass
-class DecoderLossConfig:
-    perceptual: str = opt("lpips+convnext", PERCEPTUAL_HELP, ("lpips+convnext", "lpips", "none"))
-    lpips_vgg: str = opt("", "VGG16 ImageNet weights file for LPIPS (vgg16-397923af.pth)")
-    convnext_weights: str = opt("", "ConvNeXt-S ImageNet weights file for the logit term (convnext_small-0c510722.pth)")
-    perceptual_init: str = opt("pretrained", "perceptual networks: pretrained, or random (tests and speed checks "
-                                             "only: a meaningless loss)", ("pretrained", "random"))
-    rec_weight: float = opt(1.0, "pixel MSE weight")
-    perceptual_weight: float = opt(1.0, "perceptual loss weight")
-    gan_weight: float = opt(0.1, "generator GAN loss weight")
+class DecoderLossConfig(ReconstructionLossConfig):
     disc_start: float = opt(0.0, "start of the GAN (a fresh discriminator), as a fraction of the run")
-    disc_norm: str = opt("batch", "discriminator normalisation", ("batch", "sync"))
-
-    def validate(self) -> None:
-        for name in ("rec_weight", "perceptual_weight", "gan_weight"):
-            nonneg(name, getattr(self, name))
-        fraction("disc_start", self.disc_start)
 
     def as_tokenizer_loss(self) -> TokenizerLossConfig:
         """The stage-1 loss settings with everything but reconstruction switched off (recipe §3.2)."""

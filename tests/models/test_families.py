@@ -316,3 +316,14 @@ def test_hub_ids_load_with_diffusers_from_pretrained_and_the_family_subfolder(mo
     model, meta = load_any_tokenizer("sd3-vae:stabilityai/stable-diffusion-3-medium-diffusers@v2", image_size=32)
     assert calls == [("stabilityai/stable-diffusion-3-medium-diffusers", "vae", "v2")]
     assert (model.cfg.dim, meta["path"], len(meta["sha256"])) == (16, "stabilityai/stable-diffusion-3-medium-diffusers", 64)
+
+
+def test_export_of_another_family_is_one_line_and_writes_nothing(tmp_path):
+    from rectok_core.errors import RectokError
+    from rectok_core.interop.export import export
+
+    write, _ = FACTORIES["sd-vae"]
+    spec = f"sd-vae:{write(tmp_path)}"
+    with pytest.raises(RectokError, match="take .* as it is") as e:
+        export(spec, tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

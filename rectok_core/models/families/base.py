@@ -17,6 +17,7 @@ Conventions (the same as RecTok's, so every consumer of a RecTok model takes any
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ class LatentConfig:
         return self.grid[0] * self.grid[1]
 
 
-class LatentTokenizer(nn.Module):
+class LatentTokenizer(nn.Module, metaclass=abc.ABCMeta):
     """A frozen image tokenizer of some family. Subclasses implement :meth:`encode_moments` and
     :meth:`decode_latents` on (B, C, h, w) maps; everything else follows."""
 
@@ -68,13 +69,13 @@ class LatentTokenizer(nn.Module):
         self.cfg, self.normalization, self.source = cfg, normalization, source
 
     # --- what a family implements ----------------------------------------------------------------------------
+    @abc.abstractmethod
     def encode_moments(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images in [-1, 1] → (mean, logvar) maps (B, C, h, w); ``logvar`` None for a deterministic encoder."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latent maps (B, C, h, w) (raw, un-normalised) → images in [-1, 1] (unclamped)."""
-        raise NotImplementedError
 
     # --- the RecTok-compatible interface ---------------------------------------------------------------------
     def latent_shape(self, image_size: int | None = None) -> tuple[int, int, int]:
