@@ -144,7 +144,26 @@ class MLPSemanticDecoder(nn.Module):
         return self.net(unshuffle_with_mask(z, self.mask_embedding, ids_restore))
 
 
-class RecTok(nn.Module):
+class TokenGrid:
+    """What every tokenizer offers on top of ``encode`` (images → posterior over (B, N, C) tokens), ``decode``
+    (tokens → images) and ``cfg.grid``: RecTok and every other family (:mod:`rectok_core.models.families`)."""
+
+    @torch.no_grad()
+    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
+        """Posterior-mean reconstruction, clamped to [-1, 1]."""
+        return self.decode(self.encode(img).mean.to(img.dtype)).clamp(-1, 1)
+
+    def latent_grid(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) tokens → (B, C, h, w) latent map."""
+        h, w = self.cfg.grid
+        return z.transpose(1, 2).reshape(z.shape[0], -1, h, w)
+
+    def latent_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) latent map → (B, N, C) tokens."""
+        return z.flatten(2).transpose(1, 2)
+
+
+class RecTok(nn.Module, TokenGrid):
     """Encoder + posterior + pixel decoder (the inference model) and, for stage 1, the semantic decoder."""
 
     def __init__(self, cfg: TokenizerModelConfig, semantic: bool = True):
@@ -166,19 +185,6 @@ class RecTok(nn.Module):
         """Latents (B, N, C) → image in [-1, 1] (unclamped)."""
         return self.decoder(z)
 
-    @torch.no_grad()
-    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
-        """Posterior-mean reconstruction, clamped to [-1, 1]."""
-        return self.decode(self.encode(img).mean.to(img.dtype)).clamp(-1, 1)
-
-    def latent_grid(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) tokens → (B, C, h, w) latent map."""
-        h, w = self.cfg.grid
-        return z.transpose(1, 2).reshape(z.shape[0], -1, h, w)
-
-    def latent_tokens(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) latent map → (B, N, C) tokens."""
-        return z.flatten(2).transpose(1, 2)
 
     def inference_state_dict(self) -> dict[str, torch.Tensor]:
         """Encoder + pixel decoder only (what every downstream command needs)."""

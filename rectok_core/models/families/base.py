@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from rectok_core.errors import CheckpointError
-from rectok_core.models.tokenizer import DiagonalGaussian
+from rectok_core.models.tokenizer import DiagonalGaussian, TokenGrid
 from rectok_core.utils.registry import Registry
 
 
@@ -58,7 +58,7 @@ class LatentConfig:
         return self.grid[0] * self.grid[1]
 
 
-class LatentTokenizer(nn.Module, metaclass=abc.ABCMeta):
+class LatentTokenizer(nn.Module, TokenGrid, metaclass=abc.ABCMeta):
     """A frozen image tokenizer of some family. Subclasses implement :meth:`encode_moments` and
     :meth:`decode_latents` on (B, C, h, w) maps; everything else follows."""
 
@@ -95,17 +95,6 @@ class LatentTokenizer(nn.Module, metaclass=abc.ABCMeta):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Tokens (B, N, C) → images in [-1, 1] (unclamped)."""
         return self.decode_latents(self.latent_grid(z))
-
-    @torch.no_grad()
-    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(img).mean.to(img.dtype)).clamp(-1, 1)
-
-    def latent_grid(self, z: torch.Tensor) -> torch.Tensor:
-        h, w = self.cfg.grid
-        return z.transpose(1, 2).reshape(z.shape[0], -1, h, w)
-
-    def latent_tokens(self, z: torch.Tensor) -> torch.Tensor:
-        return z.flatten(2).transpose(1, 2)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """The family's own global normalisation ``(z − shift)·scale`` (identity for per-channel families)."""
