@@ -71,6 +71,18 @@ def strict_data_option() -> Any:
     return opt(False, "fail on the first unreadable image instead of skipping it")
 
 
+def check_runtime(cfg: Any) -> None:
+    """Validate the allowed values and the shared runtime options a config has (``device``, ``workers``,
+    ``batch_size``): the checks every command's ``validate`` starts with."""
+    check_choices(cfg)
+    if hasattr(cfg, "device"):
+        device_spec("device", cfg.device)
+    if getattr(cfg, "batch_size", None) is not None:
+        positive("batch_size", cfg.batch_size)
+    if getattr(cfg, "workers", None) is not None:
+        nonneg("workers", cfg.workers)
+
+
 def flag_of(name: str, f: dataclasses.Field) -> str:
     """The command-line flag of the flat option ``name`` (its field ``f``): ``--name-with-dashes`` unless the field
     names another."""

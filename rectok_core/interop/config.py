@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rectok_core.config import WEIGHTS, check_choices, device_option, device_spec, nonneg, opt, positive, workers_option
+from rectok_core.config import (
+    WEIGHTS,
+    check_choices,
+    check_runtime,
+    device_option,
+    opt,
+    workers_option,
+)
 
 #: ``import-official --kind``: what the official file holds (``auto``: told from its keys and shapes).
 KINDS = ("auto", "stage1", "decoder-ft", "dit")
@@ -34,10 +41,7 @@ class ImportOfficialConfig:
                          "tokenizer (S: semantic decoder), A,B for a DiT^DH (trunk, head)")
 
     def validate(self) -> None:
-        check_choices(self)
-        device_spec("device", self.device)
-        positive("batch_size", self.batch_size)
-        nonneg("workers", self.workers)
+        check_runtime(self)
 
 
 @dataclass
@@ -53,10 +57,7 @@ class LatentStatsConfig:
     overwrite: bool = opt(False, "replace an --out file that is not a rectok latent-statistics file")
 
     def validate(self) -> None:
-        check_choices(self)
-        device_spec("device", self.device)
-        positive("batch_size", self.batch_size)
-        nonneg("workers", self.workers)
+        check_runtime(self)
 
 
 @dataclass

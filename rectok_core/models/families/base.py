@@ -149,5 +149,20 @@ def get_family(name: str) -> Family:
     return FAMILIES.get(name)
 
 
+def load_exact(model: nn.Module, sd: dict[str, torch.Tensor], where: str, what: str) -> None:
+    """Load ``sd`` into ``model`` strictly; one line naming the missing, extra or misshapen tensors of ``what``."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or extra:
+        parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} extra (e.g. {extra[0]})"] if extra else [])
+        raise CheckpointError(f"{where}: {' and '.join(parts)} tensors for {what}")
+    bad = [k for k in own if own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"{where}: {bad[0]} has shape {tuple(sd[bad[0]].shape)}, the model needs "
+                              f"{tuple(own[bad[0]].shape)}")
+    model.load_state_dict(sd, strict=True)
+
+
 def frozen(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
     return model.eval().requires_grad_(False).to(device)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rectok_core.errors import CheckpointError
-from rectok_core.models.families.base import Normalization, frozen, register_family
+from rectok_core.models.families.base import Normalization, frozen, load_exact, register_family
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
 
 #: Attention heads of l-DeTok's ViT sizes by width (its size table: tiny, small, base, large, xl, huge).
@@ -79,15 +79,5 @@ def load_detok(source: str, local: Path | None = None, image_size: int | None = 
     sd = {_rename(k): v for k, v in _read(local, where).items()}
     cfg = _config(sd, where)
     model = RecTok(cfg, semantic=False)
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or extra:
-        parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
-                ([f"{len(extra)} extra (e.g. {extra[0]})"] if extra else [])
-        raise CheckpointError(f"{where}: {' and '.join(parts)} tensors for an l-DeTok tokenizer")
-    bad = [k for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{where}: {bad[0]} has shape {tuple(sd[bad[0]].shape)}, the model needs "
-                              f"{tuple(own[bad[0]].shape)}")
-    model.load_state_dict(sd, strict=True)
+    load_exact(model, sd, where, "an l-DeTok tokenizer")
     return frozen(model, device)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rectok_core.errors import CheckpointError
+from rectok_core.models.families.base import load_exact
 
 #: Prefixes of training-only tensors in LDM-layout files (the GAN/LPIPS loss modules): never part of the model.
 TRAINING_ONLY = ("loss.", "model_ema.", "aux_decoders.", "aux_foundation_models.")
@@ -166,16 +167,5 @@ def build_autoencoder_kl(sd: dict[str, torch.Tensor], where: str):
     if any(w % cfg["norm_num_groups"] for w in cfg["block_out_channels"]):
         raise CheckpointError(f"{where}: widths {cfg['block_out_channels']} are not multiples of 32 (GroupNorm(32))")
     model = AutoencoderKL(**cfg)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    if missing or extra:
-        parts = ([f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []) + \
-                ([f"{len(extra)} extra (e.g. {extra[0]})"] if extra else [])
-        raise CheckpointError(f"{where}: {' and '.join(parts)} tensors for the autoencoder its weights describe")
-    bad = [k for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{where}: {bad[0]} has shape {tuple(sd[bad[0]].shape)}, the model needs "
-                              f"{tuple(own[bad[0]].shape)}")
-    model.load_state_dict(sd, strict=True)
+    load_exact(model, sd, where, "the autoencoder its weights describe")
     return model
