@@ -41,9 +41,11 @@ def show_acceptance(doc: dict[str, Any], console: Console = out_console) -> None
             fig = (f"{r['img_per_s']:.1f} {r['unit']}, MFU {100 * (r['mfu'] or 0):.1f}%, "
                    f"{r['peak_memory_bytes'] / 2 ** 30:.1f} GiB, warm-up {r['warmup_s']:.0f} s") if "img_per_s" in r \
                 else ""
-            goal = f"≥ {r['target']:.0f} (×{r['ratio']:.2f})" if "ratio" in r else f"≥ {r['target']:.0f}"
+            goal = ("no target" if r.get("target") is None else f"≥ {r['target']:.0f} (×{r['ratio']:.2f})"
+                    if "ratio" in r else f"≥ {r['target']:.0f}")
             ok = {True: " [green]met[/]", False: " [red]missed[/]"}.get(r.get("passed"), "")
-            t.add_row("", f"{r['workload']} b{r['batch_size']}", _status(r["status"]), fig, goal + ok, "")
+            what = r["workload"] + (f" {r['model']}" if r.get("model") else "")
+            t.add_row("", f"{what} b{r['batch_size']}", _status(r["status"]), fig, goal + ok, "")
         for step, r in part.get("steps", {}).items():
             fig = f"{r['img_per_s_wall']:.1f} img/s (wall)" if "img_per_s_wall" in r else ""
             t.add_row("", step, _status(r["status"]), fig, r.get("error", "")[:70], f"{r.get('wall_s', 0):.0f}")

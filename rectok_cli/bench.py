@@ -16,6 +16,11 @@ out_console = Console()
 err_console = Console(stderr=True, markup=False)
 
 
+def _what(rec: dict) -> str:
+    """The workload, with its generator model for the generator workloads."""
+    return rec["workload"] + (f" {rec['model']}" if rec.get("model") else "")
+
+
 def _mem(rec: dict) -> str:
     b = rec.get("peak_memory_bytes")
     return "—" if b is None else f"{b / 2 ** 30:.2f}"
@@ -35,10 +40,10 @@ def show_result(result: dict, console: Console = out_console) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     for r in result["records"]:
         if "error" in r:
-            table.add_row(r["workload"], str(r["batch_size"]), f"[red]{escape(str(r['error']))}[/]", "", "", "", "")
+            table.add_row(escape(_what(r)), str(r["batch_size"]), f"[red]{escape(str(r['error']))}[/]", "", "", "", "")
             continue
         rate = r["img_per_s"]
-        table.add_row(r["workload"], str(r["batch_size"]), f"{rate:.0f}" if rate >= 1000 else f"{rate:.1f}", _mem(r),
+        table.add_row(escape(_what(r)), str(r["batch_size"]), f"{rate:.0f}" if rate >= 1000 else f"{rate:.1f}", _mem(r),
                       f"{r['flops_per_image'] / 1e9:.4g}", f"{r['tflops_per_s']:.3g}",
                       "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%")
     console.print(table)
@@ -55,8 +60,12 @@ def bench(**kwargs):
 
     Example (CPU, seconds): rectok bench --tokenizer-preset tiny --dit-preset tiny --device cpu --timed-steps 3 --warmup 1
 
-    --acceptance [--out DIR]: the GPU acceptance in one call (CUDA tests, the three target workloads, a short
-    real run) into DIR/acceptance.json; a CPU-sized equivalent on a CPU (see docs/performance.md).
+    Generator families: rectok bench --workloads generators --models dit-dh-xl,lightningdit-xl,sit-xl,dit-xl
+    (training step and CFG sampling step of each; --models auto: every family's xl on CUDA, tiny on CPU).
+
+    --acceptance [--out DIR]: the GPU acceptance in one call (CUDA tests, the three target workloads and
+    LightningDiT-XL's training and sampling steps, a short real run) into DIR/acceptance.json; a CPU-sized
+    equivalent on a CPU (see docs/performance.md).
     """
     from rectok_core.tools.bench import run_bench, write_result
     from rectok_core.utils.files import check_result_file
@@ -70,7 +79,7 @@ def bench(**kwargs):
 
     def progress(rec: dict) -> None:
         what = rec.get("error") or f"{rec['img_per_s']:.1f} img/s"
-        err_console.print(f"{rec['workload']} (batch {rec['batch_size']}): {what}", highlight=False)
+        err_console.print(f"{_what(rec)} (batch {rec['batch_size']}): {what}", highlight=False)
 
     result = run_bench(cfg, on_record=progress)
     path = write_result(result, cfg.out)

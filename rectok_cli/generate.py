@@ -58,9 +58,12 @@ def train_dit_config(**kwargs) -> DiTTrainConfig:
 @user_errors
 @with_config_options(DiTTrainConfig, DIT_TRAIN_PRESETS, resolve=train_dit_config)
 def train_dit(**kwargs):
-    """Train a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4).
+    """Train a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4), or another family.
 
     --preset picks the size (XL: the paper's generator, S: its AutoGuidance guide, tiny: CPU demo).
+
+    --model trains another generator family with its own objective: sit-xl, lightningdit-xl, dit-xl (diffusion) …
+    or an official name (SiT_xl, LightningDiT_xl, DiT_xl, DiTDDT_xl); the preset still sets the recipe.
 
     Every option defaults to the preset's value. Latents are encoded every step, or read from --cache-latents.
 

@@ -39,19 +39,24 @@ def import_official(src: str, **kwargs):
 
 @app.command("latent-stats")
 @user_errors
-@with_config_options(LatentStatsConfig, extra=[argument("tokenizer", "tokenizer checkpoint, export folder or Hub id")])
+@with_config_options(LatentStatsConfig, extra=[argument("tokenizer", "tokenizer checkpoint, export folder or Hub id, "
+                                                                  "or FAMILY:SOURCE (rectok tokenizers)")])
 def latent_stats(tokenizer: str, **kwargs):
     """Per-channel mean and std of the posterior mean over a data set (center crop, no flip, fp32).
 
     What a DiT normalises its latents with (recipe §4.4). Launch with torchrun to spread it over GPUs.
 
-    A file already computed for this tokenizer and data is reused.
+    A file already computed for this tokenizer and data is reused. For a family with a published global
+    scale/shift (sd-vae, eq-vae, sd3-vae, flux-vae, mar-kl16) the default --latent-norm family writes that instead.
     """
     from rectok_core.interop.stats import latent_stats as run
 
     res = run(tokenizer, cfg=make_config(LatentStatsConfig, split_overrides(LatentStatsConfig, kwargs)[0]))
     s = res.stats
-    _say(f"latent statistics of {s.images} images ({s.tokens} tokens, {len(s.mean)} channels): {res.path}")
+    if s.kind == "family":
+        _say(f"{s.describe()} ({len(s.mean)} channels; --latent-norm data measures them on the data): {res.path}")
+    else:
+        _say(f"latent statistics of {s.images} images ({s.tokens} tokens, {len(s.mean)} channels): {res.path}")
 
 
 @app.command("export")

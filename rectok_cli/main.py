@@ -12,6 +12,7 @@ from rectok_cli.app import app, err, error_line, say_error, user_errors  # noqa:
 from rectok_cli import training  # noqa: F401 - train-tokenizer, finetune-decoder
 from rectok_cli import probe  # noqa: F401 - probe-flow
 from rectok_cli import generate  # noqa: F401 - cache-latents, train-dit, sample, eval-samples, fid-stats
+from rectok_cli import sweep  # noqa: F401 - sweep (guidance scales)
 from rectok_cli import evaluate  # noqa: F401 - eval
 from rectok_cli import bench  # noqa: F401 - bench (and bench --acceptance)
 from rectok_cli import study  # noqa: F401 - reproduce

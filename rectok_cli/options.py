@@ -103,7 +103,8 @@ def split_overrides(cls: type, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
             {k: v for k, v in kwargs.items() if k not in names})
 
 
-TOKENIZER_ARG = "tokenizer checkpoint (train-tokenizer / finetune-decoder), export folder or Hub id"
+TOKENIZER_ARG = ("tokenizer checkpoint (train-tokenizer / finetune-decoder), export folder or Hub id, or FAMILY:SOURCE "
+                 "of another family (rectok tokenizers)")
 
 
 def argument(name: str, help: str, required: bool = True, annotation: Any = str) -> inspect.Parameter:

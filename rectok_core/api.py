@@ -35,6 +35,7 @@ from rectok_core.data.readers import build_dataset
 from rectok_core.data.transforms import center_crop_arr
 from rectok_core.errors import RectokError
 from rectok_core.interop.export import export, push
+from rectok_core.sampling.config import resolve_sampler
 from rectok_core.sampling.folder import SampleConfig
 from rectok_core.sampling.generate import RowPadded, build_velocity, check_guide, decode_latents, generate_latents
 from rectok_core.utils import checkpoint
@@ -244,7 +245,8 @@ class Tokenizer(_Saveable):
 
 
 class Generator(_Saveable):
-    """A class-conditional DiT^DH with the tokenizer that decodes its latents (and optionally a guide)."""
+    """A class-conditional generator of any family (DiT^DH, SiT, LightningDiT, DiT) with the tokenizer that decodes
+    its latents (and optionally a guide of the same family)."""
 
     def __init__(self, dit, tokenizer, tokenizer_meta: dict, guide=None, device: torch.device | None = None,
                  precision: str = "auto", compile: bool | None = None):
@@ -280,8 +282,9 @@ class Generator(_Saveable):
     def __repr__(self) -> str:
         c = self.dit.model.config
         guide = f", guide {_millions(self.guide.model)} params" if self.guide is not None else ""
-        return (f"Generator(DiT^DH trunk {c.width}×{c.depth}, head {c.head_width}×{c.head_depth}, "
-                f"{_millions(self.dit.model)} params, {c.num_classes} classes, latents {c.in_channels}×"
+        arch = (f"DiT^DH trunk {c.width}×{c.depth}, head {c.head_width}×{c.head_depth}" if self.dit.family == "dit-dh"
+                else f"{self.dit.family} {getattr(c, 'width', '?')}×{getattr(c, 'depth', '?')}")
+        return (f"Generator({arch}, {_millions(self.dit.model)} params, {c.num_classes} classes, latents {c.in_channels}×"
                 f"{c.input_size}×{c.input_size} → {self.image_size} px (tokenizer {_millions(self.tokenizer)} "
                 f"params){guide}, step {self.dit.step}, {self.dit.weights} weights, device={self.device}, "
                 f"precision={self.precision}, source={self.dit.path!r})")
@@ -332,10 +335,11 @@ class Generator(_Saveable):
                      interval=f"{interval[0]},{interval[1]}").validate()
         mc = self.dit.model.config
         shape = (mc.in_channels, mc.input_size, mc.input_size)
+        sampler = resolve_sampler(self.dit.prediction, sampler)
         velocity = build_velocity(RowPadded(maybe_compile(self.dit.model, self.compile)), cfg, scale,
                                   self.dit.model.null_class,
                                   RowPadded(maybe_compile(g.model, self.compile)) if g is not None else None,
-                                  (float(interval[0]), float(interval[1])))
+                                  (float(interval[0]), float(interval[1])), self.dit.prediction, mc.in_channels)
         parts = []
         for start in range(0, len(y), batch_size):
             z = generate_latents(velocity, idx[start:start + batch_size], y[start:start + batch_size], seed, shape,

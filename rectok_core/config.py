@@ -278,7 +278,7 @@ def check_choices(cfg: Any) -> None:
 
 
 RESUME_MUTABLE = {"resume", "data", "steps", "epochs", "workers", "device", "log_every", "ckpt_every",
-                  "keep_every", "image_every", "strict_data", "compile", "log"}
+                  "keep_every", "milestones", "image_every", "strict_data", "compile", "log", "eval_every"}
 
 
 #: Fields added after runs had been saved without them, with the value that reproduces what those runs did

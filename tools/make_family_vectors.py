@@ -4,7 +4,8 @@ published code.
 Runs the official RecTok code offline on the CPU: ``models/autoencoder.py`` (``VAE_models`` ``marvae`` and ``vavae``:
 the LDM KL autoencoders as MAR and LightningDiT define them) at a micro width (the encoder/decoder base channel count
 ``ch`` 128 → 32; levels, blocks and attention placement as published), and ``models/detok.py`` (l-DeTok's ``DeTok``
-class with its own ``tiny`` ViT size for encoder and decoder, 32 px), with the deterministic weights of
+class, 32 px: its own ``tiny`` ViT size for encoder and decoder, and an asymmetric case as ``detok_SB`` … are built:
+encoder ``tiny``, decoder ``small`` at a micro depth of 2 blocks, width and heads as published), with the deterministic weights of
 ``tests/models/family_weights.py``; saves small input/output tensors plus the parameter manifest and the source
 commit. Never imported by the package or the tests; needs ``einops`` and a checkout of the official code::
 
@@ -51,8 +52,19 @@ def official_autoencoders(checkout: Path):
     return ae, detok
 
 
-def detok_vectors(detok, out: Path, commit: str) -> None:
-    model = detok.DeTok(img_size=32, vit_enc_model_size="tiny", vit_dec_model_size="tiny", token_channels=16).eval()
+#: The micro asymmetric l-DeTok: encoder ``tiny`` (192 wide, 3 blocks), decoder ``small`` (512 wide, 8 heads) with
+#: its depth 8 → 2 blocks (everything else as published).
+ASYM_DECODER_DEPTH = 2
+
+
+def detok_vectors(detok, out: Path, commit: str, stem: str, enc: str, dec: str) -> None:
+    sizes = {name: dict(v) for name, v in detok.SIZE_DICT.items()}
+    if enc != dec:
+        detok.SIZE_DICT[dec] = {**detok.SIZE_DICT[dec], "layers": ASYM_DECODER_DEPTH}
+    try:
+        model = detok.DeTok(img_size=32, vit_enc_model_size=enc, vit_dec_model_size=dec, token_channels=16).eval()
+    finally:
+        detok.SIZE_DICT.update(sizes)
     manifest = {k: list(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(state_from_manifest(manifest), strict=True)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -60,14 +72,17 @@ def detok_vectors(detok, out: Path, commit: str) -> None:
     z = torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(2))  # (B, N, C) tokens
     vectors = {"x": x, "mean": post.mean, "logvar": post.logvar, "tokenize": model.tokenize(x), "z": z,
                "decode": model.decoder(z), "detokenize": model.detokenize(z.transpose(1, 2).reshape(1, -1, 2, 2))}
-    torch.save({k: v.contiguous().clone() for k, v in vectors.items()}, out / "detok.pt")
+    torch.save({k: v.contiguous().clone() for k, v in vectors.items()}, out / f"{stem}.pt")
     meta = {"family": "detok", "source": "https://github.com/Shi-qingyu/RecTok", "commit": commit,
-            "file": "models/detok.py", "factory": "DeTok(img_size=32, vit_enc_model_size='tiny', "
-                                                  "vit_dec_model_size='tiny', token_channels=16)",
+            "file": "models/detok.py", "factory": f"DeTok(img_size=32, vit_enc_model_size={enc!r}, "
+                                                  f"vit_dec_model_size={dec!r}, token_channels=16)",
             "weights": "tests/models/family_weights.py state_from_manifest(manifest, seed=0)", "image_size": 32,
             "file_layout": "{'model', 'model_ema', 'args'} (what the official training saves)", "manifest": manifest}
-    (out / "detok.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"detok: {sum(v.numel() for v in vectors.values())} numbers, latents {tuple(post.mean.shape)}")
+    if enc != dec:
+        meta["micro"] = {"decoder_layers": ASYM_DECODER_DEPTH, "note": f"SIZE_DICT[{dec!r}] layers -> "
+                         f"{ASYM_DECODER_DEPTH}; widths and heads as published"}
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{stem}: {sum(v.numel() for v in vectors.values())} numbers, latents {tuple(post.mean.shape)}")
 
 
 def main() -> None:
@@ -99,7 +114,8 @@ def main() -> None:
                 "file_layout": "{'model': state_dict} (what init_from_ckpt reads)", "manifest": manifest}
         (args.out / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
         print(f"{family}: {sum(v.numel() for v in vectors.values())} numbers, latents {tuple(post.mean.shape)}")
-    detok_vectors(detok, args.out, args.commit)
+    detok_vectors(detok, args.out, args.commit, "detok", "tiny", "tiny")
+    detok_vectors(detok, args.out, args.commit, "detok_asym", "tiny", "small")
 
 
 if __name__ == "__main__":

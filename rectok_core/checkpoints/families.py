@@ -18,6 +18,8 @@ from rectok_core.checkpoints.resolve import HUB_ID
 from rectok_core.checkpoints.tokenizer import load_tokenizer
 from rectok_core.errors import CheckpointError
 from rectok_core.models.families import FAMILIES, Normalization, get_family, register_family
+from rectok_core.models.families.kl_files import layout, read_state_dict
+from rectok_core.models.families.ldm_kl import DIFFUSERS_CHANNELS, LDM_SHAPES
 from rectok_core.utils.env import network_available
 
 RECTOK = "rectok"
@@ -92,7 +94,10 @@ def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.dev
     """
     family_name, source = split_spec(spec)
     if family_name == RECTOK:
-        model, meta = load_tokenizer(source, use_ema=use_ema, device=device)
+        try:
+            model, meta = load_tokenizer(source, use_ema=use_ema, device=device)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{other_family_hint(source)}") from None
         return model, {**meta, "family": RECTOK, "source": source}
     family = get_family(family_name)
     local = Path(source).expanduser() if Path(source).expanduser().exists() else None
@@ -116,9 +121,50 @@ def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.dev
     return model, meta
 
 
+def other_family_hint(source: str) -> str:
+    """`` (…: FAMILY:FILE)`` naming the families that read the local file ``source`` when it is no RecTok
+    checkpoint but another family's weights (a KL autoencoder, an l-DeTok file); empty otherwise."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return ""
+    try:
+        sd = read_state_dict(path)
+    except CheckpointError:
+        return ""
+    kind = layout(sd)
+    if kind == "vit" and any(".transformer." in k for k in sd):
+        return " (an l-DeTok file: detok:FILE)"
+    if kind in ("diffusers", "ldm") and "decoder.conv_in.weight" in sd:
+        channels = int(sd["decoder.conv_in.weight"].shape[1])
+        fits = [f for f, (c, _) in LDM_SHAPES.items() if c == channels] + \
+               [f for f, c in DIFFUSERS_CHANNELS.items() if c == channels]
+        return f" (a KL autoencoder of {channels} latent channels: {' or '.join(f + ':FILE' for f in fits) or 'no family'})"
+    return ""
+
+
 def family_table() -> list[dict[str, str]]:
     """One row per registered family: name, description, source, latent shape, normalisation, Hub support."""
     return [{"family": f.name, "description": f.description, "source": f.source, "latent": f.latent,
              "normalization": f.normalization.describe(), "hub": "yes" if f.hub else "no",
              "form": f"{f.name}:{f.local_form.replace(' or ', '|')}" + ("|HUB_ID" if f.hub else "")}
             for f in FAMILIES.values()]
+
+
+def check_latent_fits(spec: str | Path, latent_shape: tuple[int, int, int], generator: str, patch_size: int = 1,
+                      image_size: int | None = None) -> None:
+    """One line, before any training, when ``generator`` (patchifying its square latent input by ``patch_size``)
+    cannot take the ``(C, h, w)`` latents of the tokenizer ``spec``: what the tokenizer gives and what would fit
+    (the patch sizes that divide its grid, or the tokenizer image size whose grid ``patch_size`` divides)."""
+    C, h, w = latent_shape
+    shape = f"tokenizer {spec} gives {C}x{h}x{w} latents"
+    if h != w:
+        raise CheckpointError(f"{shape}: {generator} takes a square latent grid (use a tokenizer at a square image "
+                              f"size)")
+    if h % patch_size:
+        fits = [p for p in range(1, h + 1) if h % p == 0 and p <= 8]
+        hint = ""
+        if image_size and image_size % h == 0:
+            step = image_size // h * patch_size
+            hint = f", or a tokenizer image size that is a multiple of {step} (e.g. {-(-image_size // step) * step})"
+        raise CheckpointError(f"{shape}: {generator} patchifies by {patch_size}, which does not divide the {h}x{w} "
+                              f"grid; what fits: a generator patch size of {', '.join(map(str, fits))}{hint}")

@@ -58,7 +58,12 @@ def read_export(folder: str | Path, kind: str | None) -> dict:
         tok = dict(cfg["tokenizer"])
         ref = tok.pop("ref", None)
         if ref:
-            tok["path"] = str(folder / ref) if (folder / ref).exists() else ref
-        ck.update(dit_config=cfg["dit_config"], tokenizer=tok, classes=cfg["classes"], num_classes=cfg["num_classes"],
+            family, sep, source = ref.partition(":")  # FAMILY:FILE of another tokenizer family, FILE in the folder
+            if sep and not (folder / ref).exists() and (folder / source).exists():
+                tok["path"] = f"{family}:{folder / source}"
+            else:
+                tok["path"] = str(folder / ref) if (folder / ref).exists() else ref
+        ck.update({k: cfg[k] for k in ("dit_config", "generator") if k in cfg})
+        ck.update(tokenizer=tok, classes=cfg["classes"], num_classes=cfg["num_classes"],
                   latents=cfg.get("latents"))
     return ck

@@ -1,10 +1,18 @@
-"""Per-channel latent statistics of a tokenizer over a dataset (posterior mean, population std)."""
+"""How a generator normalises a tokenizer's latents: per-channel statistics of the posterior mean over a dataset
+(population std; ``kind`` "data"), or the tokenizer family's published global ``(z − shift)·scale`` (``kind``
+"family": sd-vae 0.18215; sd3-vae 1.5305/0.0609; flux-vae 0.3611/0.1159; mar-kl16 0.2325), held as the same
+per-channel ``mean``/``std`` (mean = shift, std = 1/scale) so every consumer normalises one way.
+
+``--latent-norm family`` (the default) trains what the official code trains: the family's own normalisation,
+which for RecTok, VA-VAE and l-DeTok *is* per-channel data statistics; ``--latent-norm data`` measures per-channel
+statistics for every family."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +41,9 @@ STATS_FORMAT = "rectok-latent-stats"
 
 
 MIN_STD = 1e-8  # a channel whose posterior mean never varies cannot be normalised
+
+#: ``--latent-norm``: the tokenizer family's own normalisation, or per-channel statistics measured on the data.
+LATENT_NORMS = ("family", "data")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,6 +82,13 @@ class LatentStats:
     tokenizer_sha256: str
     tokenizer_weights: str
     data_fingerprint: str
+    kind: str = "data"  # "data": measured per channel; "family": the family's published global scale/shift
+
+    def describe(self) -> str:
+        """``per-channel data statistics (N images)`` or the family's ``(z - shift) * scale``."""
+        if self.kind == "family":
+            return f"family (z - {self.mean[0].item():g}) * {1 / self.std[0].item():g}"
+        return f"per-channel data statistics ({self.images} images)"
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """``(z − mean) / std`` for latent maps ``(B, C, h, w)`` (``normalize_z`` with scale factor 1)."""
@@ -87,14 +105,15 @@ class LatentStats:
     def to_json(self) -> dict[str, Any]:
         return {"format": STATS_FORMAT, "version": VERSION, "tokenizer_sha256": self.tokenizer_sha256,
                 "tokenizer_weights": self.tokenizer_weights, "data_fingerprint": self.data_fingerprint,
-                "images": self.images, "tokens": self.tokens,
+                "images": self.images, "tokens": self.tokens, "kind": self.kind,
                 "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LatentStats:
         return cls(mean=torch.tensor(d["mean"], dtype=torch.float64), std=torch.tensor(d["std"], dtype=torch.float64),
                    tokens=int(d["tokens"]), images=int(d["images"]), tokenizer_sha256=d["tokenizer_sha256"],
-                   tokenizer_weights=d["tokenizer_weights"], data_fingerprint=d["data_fingerprint"])
+                   tokenizer_weights=d["tokenizer_weights"], data_fingerprint=d["data_fingerprint"],
+                   kind=d.get("kind", "data"))
 
     def state(self) -> dict[str, Any]:
         """For a checkpoint (tensors and plain values only: loadable with ``weights_only=True``)."""
@@ -149,6 +168,30 @@ def compute_latent_stats(tokenizer: RecTok, tokenizer_meta: dict, dataset: Image
     distributed.all_reduce_sum(counts)
     return stats_from_sums(sums[0], sums[1], int(counts[0].item()), int(counts[1].item()), tokenizer_meta["sha256"],
                            tokenizer_meta["weights"], dataset_fingerprint(dataset))
+
+
+def family_stats(tokenizer: object, tokenizer_meta: dict) -> LatentStats | None:
+    """The published global normalisation of ``tokenizer``'s family (``normalization`` of a
+    :class:`~rectok_core.models.families.LatentTokenizer`) as statistics (mean = shift, std = 1/scale per channel);
+    None for a family normalised per channel on the data (RecTok, VA-VAE, l-DeTok)."""
+    norm = getattr(tokenizer, "normalization", None)
+    if norm is None or norm.kind != "global":
+        return None
+    C = tokenizer.cfg.dim  # type: ignore[attr-defined]
+    return LatentStats(mean=torch.full((C,), float(norm.shift), dtype=torch.float64),
+                       std=torch.full((C,), 1.0 / float(norm.scale), dtype=torch.float64), tokens=0, images=0,
+                       tokenizer_sha256=tokenizer_meta["sha256"], tokenizer_weights=tokenizer_meta["weights"],
+                       data_fingerprint="", kind="family")
+
+
+def choose_stats(tokenizer: object, tokenizer_meta: dict, latent_norm: str,
+                 data_stats: Callable[[], LatentStats]) -> LatentStats:
+    """The normalisation a generator trains with: under ``latent_norm`` "family", the family's published global one
+    where it has one; otherwise per-channel data statistics (``data_stats()``, called only then)."""
+    if latent_norm not in LATENT_NORMS:
+        raise RectokError(f"--latent-norm {latent_norm!r}: choose one of {', '.join(LATENT_NORMS)}")
+    found = family_stats(tokenizer, tokenizer_meta) if latent_norm == "family" else None
+    return found if found is not None else data_stats()
 
 
 def default_stats_dir() -> Path:

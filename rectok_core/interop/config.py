@@ -55,6 +55,10 @@ class LatentStatsConfig:
     batch_size: int = opt(64, "images per batch per process")
     workers: int = workers_option(4, "data-loading workers per process")
     overwrite: bool = opt(False, "replace an --out file that is not a rectok latent-statistics file")
+    latent_norm: str = opt("family", "family: the tokenizer family's own normalisation (a global scale/shift for "
+                                     "sd-vae, eq-vae, sd3-vae, flux-vae, mar-kl16; data statistics otherwise); data: "
+                                     "per-channel statistics measured on the data for every family",
+                           ("family", "data"))
 
     def validate(self) -> None:
         check_runtime(self)

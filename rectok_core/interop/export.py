@@ -69,7 +69,11 @@ def export(ckpt: str | Path, out: str | Path | None = None, cfg: ExportConfig | 
     if kind == "dit":
         tok = dict(ck["tokenizer"])
         tok["ref"] = tokenizer_ref
-        cfg.update(dit_config=ck["dit_config"], tokenizer=tok, classes=list(ck["classes"]),
+        if "dit_config" in ck:
+            cfg["dit_config"] = ck["dit_config"]
+        if "generator" in ck:
+            cfg["generator"] = ck["generator"]
+        cfg.update(tokenizer=tok, classes=list(ck["classes"]),
                    num_classes=int(ck["num_classes"]), latents=ck.get("latents"),
                    latent_stats=_stats_json(ck["latent_stats"]))
     else:
@@ -123,7 +127,13 @@ def model_card(cfg: dict, metrics: dict | None) -> str:
     """The README.md of an export folder: YAML front matter (license, library, tags) and a short card."""
     kind, run = cfg["kind"], (cfg.get("config") or {}).get("run") or {}
     imported = cfg.get("imported")
-    if kind == "dit":
+    if kind == "dit" and "dit_config" not in cfg:
+        g = cfg["generator"]
+        d = g["config"]
+        what = (f"{g['family']} class-conditional latent generator (width {d.get('width')}, depth "
+                f"{d.get('depth')}), {d['num_classes']} classes, on {d['in_channels']}×{d['input_size']}×"
+                f"{d['input_size']} latents")
+    elif kind == "dit":
         d = cfg["dit_config"]
         what = (f"DiT^DH class-conditional latent flow generator (trunk {d['width']}×{d['depth']}, head "
                 f"{d['head_width']}×{d['head_depth']}), {d['num_classes']} classes, on {d['in_channels']}×"

@@ -38,6 +38,7 @@ from rectok_core.checkpoints import load_tokenizer
 from rectok_core.config import build_config, choice, settings, to_dict
 from rectok_core.errors import CheckpointError, RectokError
 from rectok_core.interop.config import KINDS, ImportOfficialConfig
+from rectok_core.interop.official_generators import detect_family, import_generator
 from rectok_core.interop.stats import compute_or_read_stats, read_classes
 from rectok_core.models.dit import DIT_PRESETS, DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
@@ -342,6 +343,17 @@ def import_official(src: str | os.PathLike[str], out: str | os.PathLike[str] | N
     src, out = Path(src), Path(cfg.out)
     container = read_official(src)
     any_state = next(v for k in ("model_ema", "model") if isinstance(v := container.get(k), dict))
+    family = detect_family(any_state, _args(container))  # SiT, LightningDiT, DiT (official_generators.py)
+    if family is not None:
+        if cfg.kind not in ("auto", "dit"):
+            raise CheckpointError(f"--kind {cfg.kind}, but the file holds a {family} generator")
+        state = select_weights(container, cfg.weights, src)
+        step, epoch = _steps(container)
+        what = import_generator(src, out, container, state, cfg.weights, family, cfg.tokenizer or None,
+                                cfg.latent_stats or None, cfg.data or None, cfg.classes or None,
+                                cfg.stats_dir or None, cfg.device, cfg.batch_size, cfg.workers, cfg.heads or None,
+                                _args(container), step, epoch, _provenance(src, container, "dit", cfg.weights))
+        return ImportResult(out, "dit", f"{what} ({_slot(cfg.weights)})")
     found = detect(any_state, cfg.kind)  # what the file is comes first: then which of its weights
     state = select_weights(container, cfg.weights, src)
     heads = cfg.heads or None

@@ -1,5 +1,6 @@
 """``rectok latent-stats`` and what ``import-official`` needs of it: a tokenizer's per-channel latent statistics
-(posterior mean over a data set, center crop, no flip, fp32; recipe §4.4), and class-name lists."""
+(posterior mean over a data set, center crop, no flip, fp32; recipe §4.4) or, by default for a family with one, its
+published global scale/shift (``--latent-norm family``), and class-name lists."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from rectok_core.config import settings
 from rectok_core.data.latent_stats import (
     STATS_FORMAT,
     LatentStats,
+    choose_stats,
     dataset_fingerprint,
     default_stats_dir,
     is_stats_json,
@@ -25,7 +27,7 @@ from rectok_core.errors import DataError, RectokError
 from rectok_core.interop.config import LatentStatsConfig
 from rectok_core.models.tokenizer import RecTok
 from rectok_core.utils import distributed
-from rectok_core.utils.files import atomic_open, check_own_file
+from rectok_core.utils.files import atomic_open, check_own_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +57,15 @@ def latent_stats(tokenizer: str, data: str | None = None, cfg: LatentStatsConfig
             tok, meta = load_any_tokenizer(tokenizer, device=d.device)
         else:
             tok, meta = load_tokenizer(tokenizer, use_ema=weights == "ema", device=d.device)
-        stats, classes, dataset = _compute(tok, meta, data, stats_dir, d, batch_size, workers)
-        path = stats_file(Path(stats_dir) if stats_dir else default_stats_dir(), meta["sha256"], meta["weights"],
+        stats, classes, dataset = _compute(tok, meta, data, stats_dir, d, batch_size, workers, cfg.latent_norm)
+        folder = Path(stats_dir) if stats_dir else default_stats_dir()
+        path = stats_file(folder, meta["sha256"], meta["weights"], stats.kind if stats.kind == "family" else
                           dataset_fingerprint(dataset))
+        if stats.kind == "family" and d.is_main:  # no data pass: the family's published scale/shift
+            try:
+                write_json_atomic(path, stats.to_json())
+            except OSError as e:
+                raise RectokError(f"cannot write latent statistics to {folder}: {e.strerror or e}") from None
         if out and d.is_main:
             try:
                 with open(path, "rb") as src, atomic_open(out, "wb") as dst:
@@ -70,11 +78,12 @@ def latent_stats(tokenizer: str, data: str | None = None, cfg: LatentStatsConfig
 
 
 def _compute(tok: RecTok, meta: dict, data: str, stats_dir: str | None, d: distributed.Dist, batch_size: int,
-             workers: int):
+             workers: int, latent_norm: str = "data"):
     dataset = build_dataset(data, tok.cfg.image_size, split="train")
     if len(dataset) == 0:
         raise DataError(f"{data} holds no image")
-    stats = load_or_compute_stats(tok, meta, dataset, stats_dir, d, batch_size, workers, precision="fp32")
+    stats = choose_stats(tok, meta, latent_norm, lambda: load_or_compute_stats(tok, meta, dataset, stats_dir, d,
+                                                                               batch_size, workers, precision="fp32"))
     return stats, list(dataset.classes), dataset
 
 

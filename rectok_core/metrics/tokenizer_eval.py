@@ -81,14 +81,6 @@ FORMAT = "rectok-tokenizer-eval"
 VERSION = 1
 
 
-
-
-
-
-
-
-
-
 GRID_IMAGES = 16
 
 
@@ -143,6 +135,25 @@ class FeatureMoments:
             raise RectokError(f"need at least 2 feature vectors for a covariance, got {self.count}")
         sigma = self.scatter.cpu().numpy() / (self.count - 1)
         return self.mean.cpu().numpy().copy(), (sigma + sigma.T) / 2
+
+
+def score_batch(model: RecTok, x: torch.Tensor, precision: str, inception: InceptionFeatures, sums: torch.Tensor,
+                fake: FeatureMoments, lpips: LPIPS | None = None) -> torch.Tensor:
+    """Score the reconstructions of one batch ``x`` (images in [-1, 1] on the model's device) by ``model``: adds the
+    image count, the per-image PSNR, SSIM and LPIPS (when ``lpips``) sums to ``sums`` (float64, 4 entries) and the
+    Inception features of the reconstructions (rounded to uint8 inside, recipe §11.6) to ``fake``. Returns the
+    reconstructions (float, [-1, 1])."""
+    with autocast(x.device, precision):
+        rec = model.reconstruct(x)
+    rec = rec.float()
+    x01, rec01 = (x + 1) / 2, (rec + 1) / 2
+    sums[0] += x.shape[0]
+    sums[1] += psnr(rec01, x01).sum()
+    sums[2] += ssim(rec01, x01).sum()
+    if lpips is not None:
+        sums[3] += lpips(rec, x).double().sum()
+    fake.add(inception(rec01))
+    return rec
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,7 +321,7 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, cfg: EvalConfig, show_pr
     lpips, lpips_missing = _lpips(lpips_vgg, dev)
     need_real = reference is None or save_stats_to is not None
 
-    # per-image sums: images, unreadable, PSNR, SSIM, LPIPS
+    # per-image sums: images, PSNR, SSIM, LPIPS (score_batch), unreadable
     sums = torch.zeros(5, dtype=torch.float64, device=dev)
     fake = FeatureMoments(FEATURE_DIM, dev)
     real = FeatureMoments(FEATURE_DIM, dev) if need_real else None
@@ -320,41 +331,32 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, cfg: EvalConfig, show_pr
     for batch in loader:
         n_all = batch["image"].shape[0]
         batch, n_bad = drop_bad(batch)
-        sums[1] += n_bad
+        sums[4] += n_bad
         if batch["image"].shape[0]:
             x = batch["image"].to(dev, non_blocking=True)
-            with autocast(dev, prec):
-                rec = model.reconstruct(x)
-            rec = rec.float()
-            x01, rec01 = (x + 1) / 2, (rec + 1) / 2
-            sums[0] += x.shape[0]
-            sums[2] += psnr(rec01, x01).sum()
-            sums[3] += ssim(rec01, x01).sum()
-            if lpips is not None:
-                sums[4] += lpips(rec, x).double().sum()
-            fake.add(inception(rec01))  # rounded to uint8 inside (recipe §11.6)
+            score_batch(model, x, prec, inception, sums[:4], fake, lpips)
             if real is not None:
-                real.add(inception(x01))  # exact: the real images are uint8 values
+                real.add(inception((x + 1) / 2))  # exact: the real images are uint8 values
         bar.update(min(n_all * d.world_size, len(dataset) - bar.n))
     bar.close()
     distributed.all_reduce_sum(sums)
     fake.all_reduce()
     if real is not None:
         real.all_reduce()
-    count, unreadable = int(sums[0].item()), int(sums[1].item())
+    count, unreadable = int(sums[0].item()), int(sums[4].item())
     if count == 0:
         raise DataError(f"none of the {len(dataset)} images of {dataset.source or spec} could be read")
     if unreadable:
         logger.warning("%d of %d images were unreadable and left out", unreadable, len(dataset))
 
-    metrics: dict[str, Any] = {"psnr": sums[2].item() / count, "ssim": sums[3].item() / count}
+    metrics: dict[str, Any] = {"psnr": sums[1].item() / count, "ssim": sums[2].item() / count}
     if count >= 2:
         ref_mu, ref_sigma = reference if reference is not None else real.stats()
         metrics["rfid"] = frechet_distance(*fake.stats(), ref_mu, ref_sigma)
     else:
         metrics["rfid"] = None
         metrics["rfid_unavailable"] = f"needs at least 2 readable images, got {count}"
-    metrics["lpips"] = None if lpips is None else sums[4].item() / count
+    metrics["lpips"] = None if lpips is None else sums[3].item() / count
     if lpips_missing is not None:
         metrics["lpips_unavailable"] = lpips_missing
     for k, v in metrics.items():

@@ -13,8 +13,31 @@ from rectok_core.flow.solvers import SOLVERS, solver_help
 GUIDANCE = ("none", "cfg", "autoguidance")
 
 
-#: The ``--sampler`` choices: the registered ODE solvers (``rectok_core.flow.solvers``).
-SAMPLERS = tuple(SOLVERS)
+#: The ``--sampler`` choices: the registered ODE solvers (``rectok_core.flow.solvers``) for the velocity families,
+#: and ``ddpm``, the diffusion family's (DiT's) own ancestral sampler.
+SAMPLERS = (*SOLVERS, "ddpm")
+
+SAMPLER_HELP = solver_help("ODE integrator of the velocity families") + ("; ddpm = the DiT family's ancestral "
+                                                                          "diffusion sampler (diffusers DDPMScheduler, "
+                                                                          "learned-range variance, respaced to --steps "
+                                                                          "timesteps; official 250), the one a DiT "
+                                                                          "uses (also when euler, the default, is "
+                                                                          "asked for)")
+
+
+def resolve_sampler(prediction: str, requested: str) -> str:
+    """The sampler a generator of ``prediction`` uses for ``--sampler requested``: an ODE solver for velocity
+    models; ``ddpm`` for epsilon (diffusion) models, which take ``euler`` (the default) to mean it too. One line for
+    a sampler the model cannot use."""
+    if prediction == "epsilon":
+        if requested not in ("ddpm", "euler"):
+            raise RectokError(f"--sampler {requested}: a DiT (diffusion, noise prediction) samples with ddpm, its "
+                              f"ancestral sampler")
+        return "ddpm"
+    if requested == "ddpm":
+        raise RectokError("--sampler ddpm is the diffusion family's (DiT's) sampler; this generator predicts a "
+                          f"velocity: use one of {', '.join(SOLVERS)}")
+    return requested
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -22,21 +45,23 @@ SAMPLERS = tuple(SOLVERS)
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class SampleConfig:
-    """``rectok sample``: generate images from a DiT^DH checkpoint into a resumable sample folder."""
+    """``rectok sample``: generate images from a generator checkpoint (any family) into a resumable sample folder."""
     n: int = opt(50000, "number of samples (labels 0…K−1 cycled: 50 per class for 50,000 ImageNet samples)",
                  flag="--num", aliases=("-n",))
     steps: int = opt(150, "time-grid points: N points = N−1 Euler updates (official 150; 50 for quick evals)")
-    sampler: str = opt("euler", solver_help("ODE integrator"), SAMPLERS)
+    sampler: str = opt("euler", SAMPLER_HELP, SAMPLERS)
     cfg: str = opt("none", "guidance method", GUIDANCE)
     scale: float = opt(1.0, "guidance scale w; 1 = no guidance (official AutoGuidance: 1.29)")
-    guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance (official: DiT^DH-S, 30 epochs)")
-    interval: str = opt("0,1", "guidance interval LO,HI in generator time (t = 0 noise, 1 data); guided inside")
+    guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance, of the same family and latent space "
+                         "(official: DiT^DH-S, 30 epochs)")
+    interval: str = opt("0,1", "guidance interval LO,HI in generator time (t = 0 noise, 1 data; a DiT's diffusion "
+                               "timestep k is t = 1 − k/1000); guided inside")
     out: str = opt("samples", "sample folder (PNGs, samples.npz, grid.png, manifest.json)")
     batch_size: int = opt(256, "samples per model batch per process (results do not depend on it)")
     seed: int = opt(0, "noise seed: sample i's noise depends only on (seed, i)")
     weights: str = opt("ema", "DiT (and guide) weights to sample with", WEIGHTS)
-    tokenizer: str = opt("", "tokenizer checkpoint (default: the path recorded in the DiT checkpoint; its sha256 "
-                             "must match the recorded one)")
+    tokenizer: str = opt("", "tokenizer checkpoint or FAMILY:SOURCE (default: the one recorded in the DiT "
+                             "checkpoint; its sha256 must match the recorded one)")
     device: str = device_option()
     precision: str = precision_option()
     compile: bool | None = opt(None, "torch.compile the DiT and the guide (auto: on CUDA, off on CPU; images agree "

@@ -8,17 +8,18 @@ the estimate is a lower bound: the FLOPs of the run (counted on the meta device)
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.solvers import sample_ode
 from rectok_core.flow.transport import time_grid
-from rectok_core.models.config import DiTConfig
-from rectok_core.models.dit import DiTDH
+from rectok_core.models.generators import family_of_config, generator_from_config
 from rectok_core.utils.runtime import autocast, synchronize
 
 #: A velocity evaluation of one batch predicted (by FLOPs) to take longer than this is not timed.
@@ -86,12 +87,13 @@ def evaluations(velocity_factory, shape: tuple[int, int, int], steps: int, sampl
     return rows["main"], rows["guide"], rows["calls"]
 
 
-def forward_flops(config: DiTConfig) -> float:
-    """FLOPs of one DiT^DH forward pass for one sample (matmuls, convolutions, attention), counted on meta."""
+def forward_flops(config: Any) -> float:
+    """FLOPs of one forward pass for one sample of the generator of ``config`` (any family's config dataclass:
+    matmuls, convolutions, attention), counted on meta."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = DiTDH(config).eval()
+        model = generator_from_config(family_of_config(config), dataclasses.asdict(config)).eval()
         x = torch.zeros(1, config.in_channels, config.input_size, config.input_size)
         t, y = torch.zeros(1), torch.zeros(1, dtype=torch.long)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -128,7 +130,7 @@ def time_call(velocity, batch: int, shape: tuple[int, int, int], device: torch.d
     return time.perf_counter() - start
 
 
-def estimate(velocity_factory, velocity, main: DiTConfig, guide: DiTConfig | None, samples: int, batch: int,
+def estimate(velocity_factory, velocity, main: Any, guide: Any | None, samples: int, batch: int,
              steps: int, sampler: str, device: torch.device, precision: str, min_rows: int = 16) -> Estimate:
     """The time of generating ``samples`` samples in batches of ``batch`` on ``device`` (one process's share)."""
     shape = (main.in_channels, main.input_size, main.input_size)

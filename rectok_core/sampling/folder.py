@@ -48,7 +48,7 @@ from rectok_core.checkpoints import LoadedDiT, load_dit, load_matching_tokenizer
 from rectok_core.errors import RectokError
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.transport import labels_for
-from rectok_core.sampling.config import SampleConfig  # noqa: F401 - re-exported
+from rectok_core.sampling.config import SampleConfig, resolve_sampler  # noqa: F401 - SampleConfig re-exported
 from rectok_core.sampling.eta import estimate
 from rectok_core.sampling.generate import (
     RowPadded,
@@ -125,14 +125,15 @@ def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: Loade
     per_class = f"{cfg.n // K}" if cfg.n % K == 0 else f"{cfg.n // K} or {cfg.n // K + 1}"
     return {
         "format": SAMPLES_FORMAT, "version": VERSION, "complete": False, "n": cfg.n, "seed": cfg.seed,
-        "steps": cfg.steps, "sampler": cfg.sampler, "precision": precision,
+        "steps": cfg.steps, "sampler": resolve_sampler(dit.prediction, cfg.sampler), "precision": precision,
         "guidance": {"method": cfg.cfg if guided else "none", "scale": cfg.scale if guided else 1.0,
                      "interval": list(cfg.interval_range()) if guided else None,
                      "guide": None if guide is None or not guided else
                      {"path": os.path.abspath(guide.path), "sha256": guide.sha256, "weights": guide.weights,
                       "step": guide.step},
                      "requested": {"method": cfg.cfg, "scale": cfg.scale, "interval": cfg.interval}},
-        "dit": {"path": os.path.abspath(dit.path), "sha256": dit.sha256, "weights": dit.weights, "step": dit.step},
+        "dit": {"path": os.path.abspath(dit.path), "sha256": dit.sha256, "weights": dit.weights, "step": dit.step,
+                "family": dit.family},
         "tokenizer": {"path": os.path.abspath(tok_meta["path"]), "sha256": tok_meta["sha256"],
                       "weights": tok_meta["weights"]},
         "latent_stats": {"tokenizer_sha256": dit.stats.tokenizer_sha256,
@@ -141,7 +142,9 @@ def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: Loade
                    "per_class": per_class},
         "classes": dit.classes,
         "noise": "transport.initial_noise(seed, index): per sample, independent of batch size and processes",
-        "time_grid": f"t_k = 1 - shift(1 - k/(N-1)), shift = sqrt(h*w*C/4096) = {timestep_shift(g, g, C):.6g}",
+        "time_grid": (f"t_k = 1 - shift(1 - k/(N-1)), shift = sqrt(h*w*C/4096) = {timestep_shift(g, g, C):.6g}"
+                      if dit.prediction == "velocity" else "official respacing of 1000 diffusion steps to N; "
+                      "per-step noise from diffusion.step_generators(seed, index)"),
         "image_size": None, "files": "samples/{index:06d}.png", "npz": "samples.npz", "grid": "grid.png",
         "batch_size": cfg.batch_size, "world_size": world,
     }
@@ -252,12 +255,14 @@ def sample(dit_ckpt: str, cfg: SampleConfig) -> SampleResult:
     cfg.validate()
     d = distributed.setup(cfg.device)
     try:
-        return _sample(dit_ckpt, cfg, d)
+        return sample_in_group(dit_ckpt, cfg, d)
     finally:
         distributed.cleanup()
 
 
-def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResult:
+def sample_in_group(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResult:
+    """:func:`sample` inside a process group the caller set up (and tears down): ``rectok sweep`` runs one
+    folder per guidance scale in the same group."""
     dev, out = d.device, Path(cfg.out)
     precision = resolve_precision(dev, cfg.precision)
     dit = load_dit(dit_ckpt, cfg.weights, dev)
@@ -301,20 +306,21 @@ def _sample(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> SampleResu
     K = dit.model.num_classes
     mc = dit.model.config
     shape = (mc.in_channels, mc.input_size, mc.input_size)
+    sampler = resolve_sampler(dit.prediction, cfg.sampler)
     velocity = build_velocity(RowPadded(maybe_compile(dit.model, compiled)), cfg.cfg, cfg.scale, dit.model.null_class,
                               RowPadded(maybe_compile(guide.model, compiled)) if guide is not None else None,
-                              cfg.interval_range())
+                              cfg.interval_range(), dit.prediction, mc.in_channels)
     all_labels = labels_for(cfg.n, K)
     if d.is_main and mine:  # before any work: the defaults (50,000 × 150 steps) take days on a CPU
         est = estimate(lambda m, g: build_velocity(m, cfg.cfg, cfg.scale, dit.model.null_class,
                                                    g if guide is not None else None, cfg.interval_range()),
                        velocity, mc, guide.model.config if guide is not None else None, len(mine), cfg.batch_size,
-                       cfg.steps, cfg.sampler, dev, precision)
+                       cfg.steps, sampler if sampler != "ddpm" else "euler", dev, precision)
         logger.info("%s", est.line(cfg.steps, dev, len(pending), d.world_size))
     bar = progress(len(pending), 0, "sample", d.is_main, unit="img")
     for start in range(0, len(mine), cfg.batch_size):
         idx = torch.tensor(mine[start:start + cfg.batch_size], dtype=torch.long)
-        z = generate_latents(velocity, idx, all_labels[idx], cfg.seed, shape, cfg.steps, cfg.sampler, dev, precision)
+        z = generate_latents(velocity, idx, all_labels[idx], cfg.seed, shape, cfg.steps, sampler, dev, precision)
         require_finite(z, "latents", idx)
         decoded = decode_latents(tokenizer, dit.stats, z, precision)
         require_finite(decoded, "images", idx)

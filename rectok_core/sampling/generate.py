@@ -1,4 +1,10 @@
-"""The generation math: loading DiTs, guided velocities, latents from seeds, decoding."""
+"""The generation math: loading generators, guided velocities (or guided noise predictions for the diffusion
+family), latents from seeds, decoding.
+
+Velocity families (DiT^DH, SiT, LightningDiT) integrate the guided velocity with a registered ODE solver on the
+shifted time grid; the epsilon family (DiT) runs its ancestral diffusion sampler (``ddpm``,
+:mod:`rectok_core.flow.diffusion`) with the guided noise prediction, its per-step noise also from ``(seed, index)``
+only, so a sample is the same whatever the batch size or number of processes."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +14,7 @@ import torch
 from rectok_core.checkpoints.dit import LoadedDiT
 from rectok_core.data.latent_stats import LatentStats
 from rectok_core.errors import RectokError
+from rectok_core.flow.diffusion import guided_eps, sample_ddpm, step_generators
 from rectok_core.flow.guidance import (
     autoguidance_velocity,
     cfg_velocity,
@@ -16,9 +23,9 @@ from rectok_core.flow.guidance import (
 from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.solvers import sample_ode
 from rectok_core.flow.transport import VelocityFn, initial_noise, time_grid
-from rectok_core.models.dit import DiTDH
+from rectok_core.models.generators import GENERATORS, family_of_model
 from rectok_core.models.tokenizer import RecTok
-from rectok_core.sampling.config import GUIDANCE, SAMPLERS  # noqa: F401 - SAMPLERS re-exported
+from rectok_core.sampling.config import GUIDANCE, SAMPLERS, resolve_sampler  # noqa: F401 - SAMPLERS re-exported
 from rectok_core.utils.runtime import autocast
 
 logger = logging.getLogger(__name__)
@@ -35,7 +42,10 @@ MIN_ROWS = 16
 # Models
 # ---------------------------------------------------------------------------------------------------------
 def check_guide(main: LoadedDiT, guide: LoadedDiT) -> None:
-    """AutoGuidance needs a guide of the same latent space: shape, classes, tokenizer and statistics."""
+    """AutoGuidance needs a guide of the same family and latent space: shape, classes, tokenizer and statistics."""
+    if guide.family != main.family:
+        raise RectokError(f"guide {guide.path} is a {guide.family} generator, the DiT a {main.family} one: "
+                          f"AutoGuidance needs a guide of the same family")
     a, b = main.model.config, guide.model.config
     shape_a = (a.in_channels, a.input_size, a.input_size)
     shape_b = (b.in_channels, b.input_size, b.input_size)
@@ -69,10 +79,15 @@ class RowPadded:
 
 
 def build_velocity(model: VelocityFn, method: str, scale: float, null_class: int, guide: VelocityFn | None = None,
-                   interval: tuple[float, float] = (0.0, 1.0)) -> VelocityFn:
-    """The velocity the ODE integrates: conditional (``none`` or scale 1), CFG or AutoGuidance."""
+                   interval: tuple[float, float] = (0.0, 1.0), prediction: str = "velocity",
+                   channels: int | None = None) -> VelocityFn:
+    """The velocity the ODE integrates: conditional (``none`` or scale 1), CFG or AutoGuidance; for
+    ``prediction="epsilon"`` the guided noise prediction of the diffusion sampler (guidance on the first
+    ``channels`` channels, see ``flow.diffusion.guided_eps``)."""
     if method not in GUIDANCE:
         raise ValueError(f"unknown guidance {method!r}; choose one of {GUIDANCE}")
+    if prediction == "epsilon":
+        return guided_eps(model, method, scale, null_class, guide, interval, channels)
     if method == "none" or scale == 1.0:
         return conditional_velocity(model)
     if method == "cfg":
@@ -87,8 +102,12 @@ def generate_latents(velocity: VelocityFn, indices: torch.Tensor, labels: torch.
                      shape: tuple[int, int, int], steps: int, method: str, device: torch.device,
                      precision: str) -> torch.Tensor:
     """Normalised latents ``(B, C, h, w)`` (fp32) of samples ``indices``: noise from ``(seed, index)``, the shifted
-    grid of ``steps`` points for this latent shape, ``method`` (a ``SOLVERS`` name) under ``precision`` autocast."""
+    grid of ``steps`` points for this latent shape, ``method`` (a ``SOLVERS`` name) under ``precision`` autocast;
+    ``method="ddpm"``: the diffusion sampler on ``steps`` respaced timesteps, ``velocity`` the guided ε."""
     x0 = initial_noise(indices.cpu(), seed, shape).to(device)
+    if method == "ddpm":
+        with autocast(device, precision):
+            return sample_ddpm(velocity, x0, labels.to(device), steps, step_generators(indices.cpu(), seed))
     grid = time_grid(steps, timestep_shift(shape[1], shape[2], shape[0]), device)
     with autocast(device, precision):
         return sample_ode(velocity, x0, labels.to(device), grid, method)
@@ -118,13 +137,15 @@ def decode_latents(tokenizer: RecTok, stats: LatentStats, latents: torch.Tensor,
 
 
 @torch.no_grad()
-def preview_rows(model: DiTDH, tokenizer: RecTok, stats: LatentStats, classes: list[int], per_class: int,
+def preview_rows(model: torch.nn.Module, tokenizer: RecTok, stats: LatentStats, classes: list[int], per_class: int,
                  seed: int, steps: int, device: torch.device, precision: str) -> list[torch.Tensor]:
-    """One row of ``per_class`` images per class (Euler, no guidance, fixed noise): the training preview grid."""
+    """One row of ``per_class`` images per class (Euler, or the family's own sampler, no guidance, fixed noise): the
+    training preview grid."""
     cfg = model.config
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
     labels = torch.tensor(classes).repeat_interleave(per_class)
+    method = resolve_sampler(GENERATORS[family_of_model(model)].prediction, "euler")
     z = generate_latents(conditional_velocity(RowPadded(model)), torch.arange(len(labels)), labels, seed, shape,
-                         steps, "euler", device, precision)
+                         steps, method, device, precision)
     return list(decode_latents(tokenizer, stats, z, precision).split(per_class))
 

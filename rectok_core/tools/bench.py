@@ -15,6 +15,11 @@ inputs already on the device — data loading is not part of the measurement:
   ``flow.solvers.sample_ode`` under autocast, as ``rectok sample`` does.
 * ``encode`` / ``decode`` — tokenizer inference (``data.latent_stats.encode_moments``, ``sampling.generate.decode_latents``).
 * ``probe-features`` — ``probe.encode_pooled``: posterior mean + mean pooling, as ``probe-flow``.
+* ``generator-train`` / ``generator-sample`` (not in ``all``; ``--workloads generators``) — per ``--models``
+  generator of any family (:data:`rectok_core.models.generators.GENERATORS`; auto: every family's xl on CUDA,
+  tiny on CPU): one ``DiTTrainer.step`` with the family's objective from cached moments (as ``train-dit --model``),
+  and one CFG sampling step (an Euler update; for the diffusion family DiT one ancestral step of its own sampler).
+  Their records carry ``model``.
 
 Per workload: ``warmup`` untimed steps, then ``steps`` steps each timed by the wall clock between device
 synchronisations (``torch.cuda.synchronize`` on CUDA); img/s = batch / median step time. FLOPs are counted by
@@ -46,7 +51,7 @@ from rectok_core.tools.bench_workloads import (
     build_workload,
     default_batch,
 )
-from rectok_core.tools.config import WORKLOADS, BenchConfig  # noqa: F401 - re-exported
+from rectok_core.tools.config import GENERATOR_WORKLOADS, WORKLOADS, BenchConfig  # noqa: F401 - re-exported
 from rectok_core.utils.distributed import resolve_device
 from rectok_core.utils.files import write_json_atomic
 from rectok_core.utils.runtime import cuda_fast_paths, resolve_compile, resolve_precision, synchronize
@@ -204,10 +209,15 @@ def run_bench(cfg: BenchConfig, on_record: Callable[[dict], None] | None = None)
     dit = cfg.dit_preset if cfg.dit_preset != "auto" else ("XL" if dev.type == "cuda" else "tiny")
     guide = cfg.guide_preset if cfg.guide_preset != "auto" else GUIDE_FOR[dit]
     ctx = Context(cfg, dev, precision, compiled, tok, dit, guide)
+    workloads = cfg.workload_list()
+    models = cfg.model_list(dev.type == "cuda") if any(w in GENERATOR_WORKLOADS for w in workloads) else []
+    # the DiT^DH / tokenizer workloads in order, then per generator model its generator workloads
+    jobs = [(name, None) for name in workloads if name not in GENERATOR_WORKLOADS]
+    jobs += [(name, m) for m in models for name in workloads if name in GENERATOR_WORKLOADS]
     ceiling = matmul_ceiling(dev, precision)
     records = []
-    for name in cfg.workload_list():
-        for batch in cfg.batch_list() or [default_batch(ctx, name)]:
+    for name, model in jobs:
+        for batch in cfg.batch_list() or [default_batch(ctx, name, model)]:
             if compiled:
                 torch._dynamo.reset()  # fresh caches: no recompile limit carried over from another workload
             if dev.type == "cuda":
@@ -215,21 +225,24 @@ def run_bench(cfg: BenchConfig, on_record: Callable[[dict], None] | None = None)
                 torch.cuda.reset_peak_memory_stats(dev)
             torch.manual_seed(0)
             try:
-                w = build_workload(ctx, name, batch)
+                w = build_workload(ctx, name, batch, model)
                 rec = measure(w, ctx, ceiling["tflops"])
             except torch.cuda.OutOfMemoryError:
                 rec = {"workload": name, "batch_size": batch, "error": "CUDA out of memory"}
             finally:
                 w = None
                 gc.collect()
+            if model is not None:
+                rec = {"workload": name, "model": model, **{k: v for k, v in rec.items() if k != "workload"}}
             records.append(rec)
             if on_record is not None:
                 on_record(rec)
+    extra = {"models": models} if models else {}
     return {
         "format": FORMAT, "version": VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": {"type": dev.type, "name": device_name(dev)}, "torch": torch.__version__,
         "cuda": torch.version.cuda if dev.type == "cuda" else None, "precision": precision, "compile": compiled,
-        "presets": {"tokenizer": tok, "dit": dit, "guide": guide}, "timed_steps": cfg.timed_steps, "warmup": cfg.warmup,
+        "presets": {"tokenizer": tok, "dit": dit, "guide": guide}, **extra, "timed_steps": cfg.timed_steps, "warmup": cfg.warmup,
         "ceiling": ceiling, "peak_memory": peak_memory_kind(dev) + (
             ": torch.cuda.max_memory_allocated, reset before each workload" if dev.type == "cuda" else
             ": the process's resident-set high-water mark (getrusage ru_maxrss) so far, not per workload"),

@@ -10,11 +10,13 @@ import torch
 
 from rectok_core.config import build_config
 from rectok_core.data.latent_stats import LatentStats, encode_moments
+from rectok_core.flow.diffusion import ddpm_scheduler, step_generators
 from rectok_core.flow.solvers import sample_ode
 from rectok_core.losses.perceptual import LPIPS, ConvNeXtLogits, PerceptualLoss
 from rectok_core.metrics.probe import encode_pooled
 from rectok_core.metrics.probe_run import ProbeConfig
 from rectok_core.models.dit import build_dit
+from rectok_core.models.generators import GENERATORS, build_generator, parse_model_name
 from rectok_core.models.tokenizer import RecTok, count_params
 from rectok_core.sampling.folder import SampleConfig
 from rectok_core.sampling.generate import RowPadded, build_velocity, decode_latents
@@ -31,10 +33,10 @@ from rectok_core.training.engine import StepRandom, optimizer_impl
 from rectok_core.training.tokenizer import build_teacher_for, build_trainer
 from rectok_core.utils.runtime import autocast, maybe_compile
 
-TRAINING = {"tokenizer-gan", "tokenizer-nogan", "decoder-ft", "dit-cached", "dit-online"}
+TRAINING = {"tokenizer-gan", "tokenizer-nogan", "decoder-ft", "dit-cached", "dit-online", "generator-train"}
 
 
-COMPILED = TRAINING | {"sample-cfg", "sample-autoguidance"}  # what the real commands compile
+COMPILED = TRAINING | {"sample-cfg", "sample-autoguidance", "generator-sample"}  # what the real commands compile
 
 
 CFG_SCALE = 1.5
@@ -44,6 +46,9 @@ AUTOGUIDANCE_SCALE = 1.29
 
 
 SAMPLE_T = (0.5, 0.51)  # the grid interval of the timed Euler step (inside the guidance interval)
+
+
+DDPM_STEPS = 250  # the diffusion family's sampler: the official respacing; the timed step is its middle one
 
 
 GUIDE_FOR = {"XL": "S", "L": "S", "B": "S", "S": "tiny", "mini": "tiny", "tiny": "tiny"}
@@ -96,7 +101,10 @@ class Context:
         return RecTok(m, semantic=False).eval().requires_grad_(False).to(self.device)
 
 
-def default_batch(ctx: Context, name: str) -> int:
+def default_batch(ctx: Context, name: str, model: str | None = None) -> int:
+    if name == "generator-train":
+        return build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, _train_preset(model or ""),
+                            {"tokenizer": "(bench)"}).run.batch_size
     if name in ("tokenizer-gan", "tokenizer-nogan"):
         return build_config(TokenizerTrainConfig, TOKENIZER_PRESETS, ctx.tokenizer_preset, {}).run.batch_size
     if name == "decoder-ft":
@@ -108,6 +116,14 @@ def default_batch(ctx: Context, name: str) -> int:
     if name == "probe-features":
         return ProbeConfig().batch_size
     return 64  # encode / decode: cache-latents' default batch
+
+
+def _train_preset(model: str) -> str:
+    """The train-dit preset whose batch and optimizer settings the bench uses for MODEL: the preset of the same
+    size (``tiny``, ``mini``, ``S`` … ``XL``, as ``train-dit --preset tiny --model sit-tiny``), else XL (train-dit's
+    default preset)."""
+    size = parse_model_name(model)[1] if model else "xl"
+    return next((p for p in DIT_TRAIN_PRESETS if p.lower() == size), "XL")
 
 
 def _finetune_preset(ctx: Context) -> str:
@@ -258,8 +274,81 @@ def _inference_workload(ctx: Context, batch: int, name: str) -> Workload:
                     {"image_size": size, "latent_shape": list(ctx.latent_shape())})
 
 
-def build_workload(ctx: Context, name: str, batch: int) -> Workload:
-    if name in ("tokenizer-gan", "tokenizer-nogan"):
+def _classes(size: str) -> int:
+    return 10 if size == "tiny" else 1000
+
+
+def _generator_train_workload(ctx: Context, batch: int, model: str) -> Workload:
+    """One ``train-dit --model MODEL`` step from cached moments: ``DiTTrainer.step`` with the family's objective."""
+    dev = ctx.device
+    family, size = parse_model_name(model)
+    cfg = build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, _train_preset(model),
+                       {"tokenizer": "(bench)", "batch_size": batch, "name": model})
+    C, h, w = ctx.latent_shape()
+    K = _classes(size)
+    tr = build_dit_trainer(size, (C, h, w), K, cfg.model.class_dropout, cfg.optim, _unit_stats(C), dev,
+                           ctx.precision, family=family)
+    tr.wrap(ddp=False, compile=ctx.compile)
+    data = {"label": torch.randint(0, K, (batch,), device=dev), "mean": torch.randn(batch, C, h, w, device=dev),
+            "logvar": torch.randn(batch, C, h, w, device=dev) * 0.1 - 4}
+    run, run_eager = _trainer_steps(tr, lambda t, rnd: t.step(lambda: data, rnd), dev)
+    params = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
+    return Workload("", batch, run, run_eager, ctx.compile, params,
+                    {"model": model, "family": family, "size": size, "latent_shape": [C, h, w], "latents": "cache",
+                     "objective": tr.objective, "adamw": optimizer_impl(tr.opt)})
+
+
+def _generator_sample_workload(ctx: Context, batch: int, model: str) -> Workload:
+    """One guided sampling step of MODEL (CFG, w = 1.5, as ``rectok sample --cfg cfg``): an Euler update for the
+    velocity families; for the epsilon (diffusion) family one ancestral step of its sampler on the official
+    respacing, at the middle timestep, with the guided noise prediction and per-sample step noise."""
+    dev = ctx.device
+    family, size = parse_model_name(model)
+    prediction = GENERATORS[family].prediction
+    C, h, _ = ctx.latent_shape()
+    K = _classes(size)
+    net = build_generator(family, size, C, h, K).eval().requires_grad_(False).to(dev)
+    x = torch.randn(batch, C, h, h, device=dev)
+    y = torch.arange(batch, device=dev) % K
+
+    def velocity(compiled: bool):
+        return build_velocity(RowPadded(maybe_compile(net, compiled)), "cfg", CFG_SCALE, net.null_class,
+                              prediction=prediction, channels=C)
+
+    if prediction == "epsilon":
+        scheduler = ddpm_scheduler(DDPM_STEPS)
+        t = int(scheduler.timesteps[len(scheduler.timesteps) // 2])
+        gens = step_generators(torch.arange(batch), 0)
+        tt = torch.full((batch,), float(t), device=dev)
+        sampler, where = f"ddpm ({DDPM_STEPS} respaced steps), one step", {"timestep": t}
+
+        def update(v):
+            return scheduler.step(v(x, tt, y).float(), t, x, generator=gens).prev_sample
+    else:
+        grid = torch.tensor(SAMPLE_T, device=dev)
+        sampler, where = "euler, one update", {"t": list(SAMPLE_T)}
+
+        def update(v):
+            return sample_ode(v, x, y, grid)
+
+    def step(v):
+        def run():
+            with torch.no_grad(), autocast(dev, ctx.precision):
+                return update(v)
+        return run
+
+    settings = {"model": model, "family": family, "size": size, "latent_shape": [C, h, h], "guidance": "cfg",
+                "scale": CFG_SCALE, "sampler": sampler, **where}
+    return Workload("", batch, step(velocity(ctx.compile)), step(velocity(False)), ctx.compile,
+                    sum(p.numel() for p in net.parameters()), settings)
+
+
+def build_workload(ctx: Context, name: str, batch: int, model: str | None = None) -> Workload:
+    if name == "generator-train":
+        w = _generator_train_workload(ctx, batch, model or "")
+    elif name == "generator-sample":
+        w = _generator_sample_workload(ctx, batch, model or "")
+    elif name in ("tokenizer-gan", "tokenizer-nogan"):
         w = _tokenizer_workload(ctx, batch, "stage1", gan=name == "tokenizer-gan")
     elif name == "decoder-ft":
         w = _tokenizer_workload(ctx, batch, "decoder-ft", gan=None)

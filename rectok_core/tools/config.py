@@ -8,6 +8,7 @@ from typing import Any
 
 from rectok_core.config import device_option, device_spec, opt, positive, precision_option
 from rectok_core.errors import RectokError
+from rectok_core.models.generators import GENERATORS, model_names, parse_model_name
 from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS
 from rectok_core.utils.runtime import PRECISIONS
 
@@ -25,6 +26,15 @@ WORKLOADS: dict[str, str] = {
     "probe-features": "probe-flow features: encode + mean pooling of a batch of images",
 }
 
+#: The generator-family workloads, one record per ``--models`` model; not part of ``all`` (``generators`` = both).
+GENERATOR_WORKLOADS: dict[str, str] = {
+    "generator-train": "training step of each --models generator from cached posterior moments (its family's "
+                       "objective, AdamW, EMA)",
+    "generator-sample": "one sampling step of each --models generator with classifier-free guidance (w = 1.5, "
+                        "doubled batch): an Euler update, or for the DiT family one step of its ancestral "
+                        "diffusion sampler",
+}
+
 
 @dataclass
 class BenchConfig:
@@ -36,7 +46,11 @@ class BenchConfig:
     batch_sizes: str = opt("", "comma-separated batch sizes, each workload timed at each (empty: each "
                                "workload's default: the presets' training batch, 256 for sampling, 64 for "
                                "encode/decode, 128 for probe features)", aliases=("--batch-size",))
-    workloads: str = opt("all", "comma-separated workloads, or all: " + ", ".join(WORKLOADS))
+    workloads: str = opt("all", "comma-separated workloads, or all: " + ", ".join(WORKLOADS) + "; generators: "
+                                + ", ".join(GENERATOR_WORKLOADS) + " (not in all)")
+    models: str = opt("auto", "comma-separated generators of the generator workloads, FAMILY-SIZE or official "
+                              "names (e.g. dit-dh-xl,lightningdit-xl,sit-xl,dit-xl); auto: every family's xl on "
+                              "CUDA, tiny on CPU")
     timed_steps: int = opt(20, "timed steps per workload (img/s from their median)")
     warmup: int = opt(5, "untimed warm-up steps per workload (torch.compile compiles here)")
     device: str = device_option()
@@ -58,19 +72,48 @@ class BenchConfig:
         for flag, value in (("--dit-preset", self.dit_preset), ("--guide-preset", self.guide_preset)):
             if value != "auto" and value not in DIT_TRAIN_PRESETS:
                 raise RectokError(f"unknown {flag} {value!r}; choose one of auto, {', '.join(DIT_TRAIN_PRESETS)}")
-        self.workload_list()
+        workloads = self.workload_list()
         self.batch_list()
+        if self.models.strip() != "auto":
+            if not any(w in GENERATOR_WORKLOADS for w in workloads):
+                raise RectokError("--models sets the models of the generator workloads: add --workloads generators "
+                                  "(or generator-train, generator-sample)")
+            self.model_list(cuda=False)
 
     def workload_list(self) -> list[str]:
+        """The workloads in run order: ``all`` = :data:`WORKLOADS`, ``generators`` = :data:`GENERATOR_WORKLOADS`."""
         names = [w.strip() for w in self.workloads.split(",") if w.strip()]
         if not names:
             raise RectokError("--workloads is empty: give a comma-separated list or all")
-        if "all" in names:
-            return list(WORKLOADS)
+        out: list[str] = []
         for w in names:
-            if w not in WORKLOADS:
-                raise RectokError(f"unknown workload {w!r}; choose from all, {', '.join(WORKLOADS)}")
-        return list(dict.fromkeys(names))
+            if w == "all":
+                out += WORKLOADS
+            elif w == "generators":
+                out += GENERATOR_WORKLOADS
+            elif w in WORKLOADS or w in GENERATOR_WORKLOADS:
+                out.append(w)
+            else:
+                raise RectokError(f"unknown workload {w!r}; choose from all, {', '.join(WORKLOADS)}, generators, "
+                                  f"{', '.join(GENERATOR_WORKLOADS)}")
+        return list(dict.fromkeys(out))
+
+    def model_list(self, cuda: bool) -> list[str]:
+        """The generator workloads' models as rectok names (``sit-xl``); ``auto``: every registered family at
+        ``xl`` on CUDA, ``tiny`` on CPU. An unknown name is a one-line error listing the known ones."""
+        names = [m.strip() for m in self.models.split(",") if m.strip()]
+        if not names:
+            raise RectokError("--models is empty: give comma-separated generator names or auto")
+        if names == ["auto"]:
+            size = "xl" if cuda else "tiny"
+            return [family.model_name(size) for family in GENERATORS.values() if size in family.sizes]
+        out = []
+        for m in names:
+            try:
+                out.append("-".join(parse_model_name(m)))
+            except RectokError:
+                raise RectokError(f"unknown --models entry {m!r}; choose from {', '.join(model_names())}") from None
+        return list(dict.fromkeys(out))
 
     def batch_list(self) -> list[int]:
         """The batch sizes of ``--batch-sizes`` ([] = each workload's default)."""
@@ -121,9 +164,10 @@ class AcceptanceConfig:
 class AcceptanceFlags:
     """The options ``rectok bench`` adds for the acceptance run; its ``--out``, ``--device``, ``--timed-steps`` and
     ``--warmup`` are the bench's (:func:`acceptance_config`)."""
-    acceptance: bool = opt(False, "run the GPU acceptance instead (CUDA tests, the three target workloads, a short "
-                                  "real run); --out is then a folder (default: acceptance)")
-    acceptance_budget: float = opt(0.0, "with --acceptance: wall-clock budget in seconds (0: 470 on CUDA, 110 on CPU)")
+    acceptance: bool = opt(False, "run the GPU acceptance instead (CUDA tests, the three target workloads and "
+                                  "LightningDiT-XL's training and sampling steps, a short real run); --out is then "
+                                  "a folder (default: acceptance)")
+    acceptance_budget: float = opt(0.0, "with --acceptance: wall-clock budget in seconds (0: 520 on CUDA, 110 on CPU)")
     acceptance_parts: str = opt(",".join(PARTS), "with --acceptance: the parts to run")
 
     def validate(self) -> None:

@@ -10,6 +10,7 @@ from rectok_core.config import (
     choice,
     device_option,
     device_spec,
+    finite,
     fraction,
     nonneg,
     open_unit,
@@ -21,9 +22,12 @@ from rectok_core.config import (
     workers_option,
 )
 from rectok_core.errors import RectokError
+from rectok_core.flow import OBJECTIVES
 from rectok_core.models.config import DIT_PRESETS, DiTConfig, TokenizerModelConfig
+from rectok_core.models.generators import DEFAULT_FAMILY, GENERATORS, parse_model_name
 from rectok_core.teachers import available_teachers, teacher_help
 from rectok_core.teachers.registry import teacher_spec
+from rectok_core.training.milestones import MILESTONES_HELP, parse_milestones
 from rectok_core.training.trackers import parse_log_spec
 
 PERCEPTUAL_HELP = ("perceptual loss: lpips+convnext (official: (LPIPS-VGG16 + 0.1·ConvNeXt-S logit MSE) / 1.1, needs "
@@ -41,6 +45,9 @@ RECTOK_RECIPE = {
                   "optim": dict(lr_scale_accum=True)},
     "finetune": {"": dict(init="ema"), "loss": dict(perceptual="lpips"), "optim": dict(lr_scale_accum=True)},
 }
+
+
+INIT_HELP = "start a new run from the weights (raw and EMA; no optimizer state) of "
 
 
 def _apply_recipe(cfg: Any, name: str, table: dict[str, dict[str, Any]]) -> None:
@@ -73,11 +80,20 @@ class RunConfig:
                                 flag_type=bool)
     log_every: int = opt(20, "steps between metric log lines")
     ckpt_every: int = opt(1000, "steps between checkpoints (one is always written at the end)")
-    keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: keep only the latest)")
+    keep_every: int = opt(0, "also keep a permanent checkpoint every N steps (0: none besides --milestones)")
+    milestones: str = opt("10%", MILESTONES_HELP)
+    resume_from: str = opt("", "continue the checkpoint FILE of another run of this command exactly (model, EMA, "
+                               "optimizer, RNG, step, data position) in a new --out; the source folder is not touched")
     image_every: int = opt(1000, "steps between reconstruction/sample image grids")
     strict_data: bool = strict_data_option()
     log: str = opt("jsonl", "experiment tracking, comma-separated: jsonl (OUT/metrics.jsonl, always on), "
                             "tensorboard (OUT/tensorboard), wandb (needs rectok[wandb]; WANDB_MODE=offline works)")
+    eval_every: int | None = opt(None, "steps between evaluations during training (also one at the end; 0: off). "
+                                       "Default: a tenth of the run when the data has a validation split (runs of "
+                                       "100+ steps), else off", flag_type=int)
+    eval_images: int = opt(1000, "validation images per evaluation during training (tokenizer stages: a fixed, "
+                                 "class-balanced subset; train-dit: generated samples); 1000 keeps one evaluation "
+                                 "to a few percent of a run")
 
     def validate(self) -> None:
         parse_log_spec(self.log)
@@ -89,6 +105,10 @@ class RunConfig:
         nonneg("steps", self.steps)
         nonneg("workers", self.workers)
         nonneg("keep_every", self.keep_every)
+        if self.eval_every is not None:
+            nonneg("eval_every", self.eval_every)
+        positive("eval_images", self.eval_images)
+        parse_milestones(self.milestones)
         if self.steps == 0 and not self.epochs > 0:
             raise RectokError("set a positive --epochs or --steps")
         device_spec("device", self.device)
@@ -198,6 +218,8 @@ class TokenizerTrainConfig:
                               "small-GPU demos with cheaper settings: --perceptual none, an offline InceptionV3 "
                               "teacher with --teacher-resize native; tiny also no GAN)")
     recipe: str = opt("official", RECIPE_HELP, RECIPES)
+    init: str = opt("", INIT_HELP + "a tokenizer (rectok checkpoint, imported official file or export folder): strict, "
+                    "positional embeddings bicubic-interpolated to a new image size (same patch size)")
     model: TokenizerModelConfig = section(TokenizerModelConfig)
     run: RunConfig = section(RunConfig)
     optim: OptimConfig = section(OptimConfig)
@@ -218,8 +240,10 @@ TOKENIZER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "model": dict(image_size=32, patch_size=4, width=64, depth=2, heads=4, dim=16,
                       sem_width=32, sem_depth=1, sem_heads=2),
+        # no evaluation during training by default: on a CPU one InceptionV3 pass over the digits' 360 validation
+        # images costs more than a tenth of this run (turn it on with --eval-every N --eval-images 50)
         "run": dict(batch_size=16, epochs=0.0, steps=500, workers=0, log_every=20, ckpt_every=250,
-                    image_every=100, out="runs/tiny-tokenizer"),
+                    image_every=100, eval_every=0, out="runs/tiny-tokenizer"),
         "optim": dict(blr=1e-2, warmup=0.05, ema=0.99),
         # no GAN: a 2.8M-parameter PatchGAN overwhelms a 0.2M-parameter tokenizer in a 200-step run
         "loss": dict(teacher="inception-s", teacher_resize="native", perceptual="none", gan_weight=0.0),
@@ -276,7 +300,7 @@ FINETUNE_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "base": {},
     "tiny": {
         "run": dict(batch_size=32, epochs=0.0, steps=200, workers=0, log_every=10, ckpt_every=100,
-                    image_every=100, out="runs/tiny-decoder-ft"),
+                    image_every=100, eval_every=0, out="runs/tiny-decoder-ft"),  # no evaluation: see tiny above
         "optim": dict(blr=5e-3, warmup=0.05, ema=0.99),
         "loss": dict(perceptual="none", gan_weight=0.0),  # see the tiny tokenizer preset
     },
@@ -309,8 +333,16 @@ def _head_counts(width: int) -> list[int]:
     return [h for h in range(1, width // 4 + 1) if width % (4 * h) == 0]
 
 
+MODEL_HELP = GENERATORS.help("generator: FAMILY-SIZE (sizes s, b, l, xl, h where the family has them, tiny, mini "
+                             "for CPU) or an official name (SiT_xl, DiTDDT_b, LightningDiT_large, DiT_xl ...); empty: "
+                             "the DiT^DH of --preset. Families")
+
+
 @dataclass
 class DiTModelConfig:
+    name: str = opt("", MODEL_HELP, flag="--model")
+    objective: str = opt("", OBJECTIVES.help("training objective (empty: the --model family's own)"),
+                         ("", *OBJECTIVES.names()))
     size: str = opt("XL", "DiT^DH size preset the shape starts from (set by --preset)", DIT_SIZES, cli=False)
     width: int = opt(None, "DiT trunk width (channels per token)", flag_type=int)
     depth: int = opt(None, "DiT trunk blocks", flag_type=int)
@@ -332,8 +364,21 @@ class DiTModelConfig:
         """The ``DiTConfig`` shape fields (``build_dit`` overrides)."""
         return {k: getattr(self, k) for k in DIT_SHAPE}
 
+    def generator(self) -> tuple[str, str, dict[str, Any]]:
+        """``(family, size, config overrides)`` of the generator to build: the ``--model`` (its registered size;
+        the DiT^DH shape options apply to the DiT^DH of --preset only) or, without one, the DiT^DH of
+        ``--preset`` with the shape options."""
+        if self.name:
+            family, size = parse_model_name(self.name)
+            return family, size, {}
+        return DEFAULT_FAMILY, self.size.lower(), self.shape()
+
     def label(self) -> str:
-        """``DiT^DH-S``, or the trunk and head shape when the shape options changed the preset's."""
+        """``DiT^DH-S``, or the trunk and head shape when the shape options changed the preset's; ``--model``'s
+        rectok name (``sit-xl``) when one is given."""
+        if self.name:
+            family, size = parse_model_name(self.name)
+            return f"{family}-{size}"
         if self.size in DIT_PRESETS and self.shape() == dit_shape(self.size):
             return f"DiT^DH-{self.size}"
         return (f"DiT^DH (trunk {self.width}×{self.depth}, {self.heads} heads; head {self.head_width}×"
@@ -341,6 +386,8 @@ class DiTModelConfig:
 
     def validate(self) -> None:
         fraction("class_dropout", self.class_dropout)
+        if self.name:
+            parse_model_name(self.name)  # unknown: one line listing the known names
         for k in DIT_SHAPE:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -359,13 +406,17 @@ class DiTModelConfig:
 @dataclass
 class DiTLatentConfig:
     tokenizer: str = opt("", "tokenizer checkpoint whose latents the DiT models (train-tokenizer / "
-                             "finetune-decoder)", required=True)
+                             "finetune-decoder), or FAMILY:SOURCE of another family (rectok tokenizers)", required=True)
     tokenizer_weights: str = opt("ema", "tokenizer weights that encode the images", WEIGHTS)
     cache_latents: str = opt("", "latent-cache folder, built there when missing (see cache-latents); training "
                                  "then reads no image. Empty: encode the images every step (official)")
     stats_dir: str = opt("", "folder of latent-statistics files keyed by the tokenizer's sha256 (empty: "
                              "<rectok cache>/latent-stats); a latent cache holds its own")
     encode_batch_size: int = opt(64, "images per batch when computing latent statistics or building the cache")
+    latent_norm: str = opt("family", "latent normalisation: family (the tokenizer family's own, as the official code "
+                                     "trains: global scale/shift for sd-vae, eq-vae, sd3-vae, flux-vae, mar-kl16; "
+                                     "per-channel data statistics for rectok, va-vae, detok) or data (per-channel "
+                                     "statistics measured on the data for every family)", ("family", "data"))
 
     def validate(self) -> None:
         if not self.tokenizer:
@@ -389,18 +440,52 @@ class DiTOptimConfig(AdamWConfig):
             raise RectokError(f"--decay-end {self.decay_end} is before --decay-start {self.decay_start}")
 
 
+#: Guidance of train-dit's guided evaluation (``fid_cfg``): CFG with the run's null class, or AutoGuidance.
+EVAL_GUIDANCE = ("cfg", "autoguidance")
+
+
+@dataclass
+class DiTEvalConfig:
+    """Generator evaluation during train-dit (``--eval-every``, ``--eval-images``: the run section)."""
+    eval_cfg: str = opt("cfg", "guidance of the guided evaluation (fid_cfg): cfg (the run's own null class) or "
+                               "autoguidance (needs --eval-guide)", EVAL_GUIDANCE)
+    eval_cfg_scale: float = opt(1.29, "guidance scale of the guided evaluation (official sampling: 1.29; 1: no "
+                                      "guided evaluation)")
+    eval_steps: int = opt(50, "time-grid points of the evaluation sampler (Euler; official online evaluation: 50)")
+    eval_guide: str = opt("", "guide DiT checkpoint for --eval-cfg autoguidance (a smaller DiT of the same latents)")
+    ref_stats: str = opt("", "FID reference statistics .npz (mu/sigma, as eval-samples takes; default: the training "
+                             "images' statistics, computed once and cached)")
+    eval_ref_images: int = opt(50000, "class-balanced training images whose statistics are the default FID "
+                                      "reference (0: all)")
+
+    def validate(self) -> None:
+        finite("eval_cfg_scale", self.eval_cfg_scale)
+        nonneg("eval_cfg_scale", self.eval_cfg_scale)
+        if self.eval_steps < 2:
+            raise RectokError(f"--eval-steps must be at least 2 (grid points), got {self.eval_steps}")
+        nonneg("eval_ref_images", self.eval_ref_images)
+        if self.eval_cfg == "autoguidance" and not self.eval_guide and self.eval_cfg_scale != 1.0:
+            raise RectokError("--eval-cfg autoguidance needs --eval-guide GUIDE_CKPT (a smaller DiT of the same "
+                              "latents)")
+        if self.eval_guide and self.eval_cfg != "autoguidance":
+            raise RectokError(f"--eval-guide is only used by --eval-cfg autoguidance (got --eval-cfg {self.eval_cfg})")
+
+
 @dataclass
 class DiTTrainConfig:
     """``rectok train-dit``: a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4)."""
     preset: str = opt("XL", "named preset: the DiT^DH size and its recipe (sets the defaults of every other option)")
+    init: str = opt("", INIT_HELP + "a DiT^DH (train-dit or imported) of the same architecture; label rows by class "
+                    "name, new classes fresh, the null row kept")
     model: DiTModelConfig = section(DiTModelConfig)
     latents: DiTLatentConfig = section(DiTLatentConfig)
     run: RunConfig = section(RunConfig, batch_size=64, epochs=800.0, log_every=100, ckpt_every=1250,
-                             image_every=5000, out="runs/dit")
+                             image_every=5000, out="runs/dit", eval_images=10000)  # official: 10k samples
     optim: DiTOptimConfig = section(DiTOptimConfig, weight_decay=0.0, grad_clip=1.0, ema=0.9995)
+    evaluation: DiTEvalConfig = section(DiTEvalConfig)
 
     def validate(self) -> None:
-        for part in (self.model, self.latents, self.run, self.optim):
+        for part in (self.model, self.latents, self.run, self.optim, self.evaluation):
             part.validate()
 
 
@@ -415,16 +500,20 @@ DIT_TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # One-GPU small-scale studies (rectok reproduce): lr held, then decayed over the last part of a short run.
     "mini": {
         "model": dict(size="mini", **dit_shape("mini")),
-        "run": dict(epochs=0.0, steps=6000, log_every=100, ckpt_every=1000, image_every=2000, out="runs/dit-mini"),
+        "run": dict(epochs=0.0, steps=6000, log_every=100, ckpt_every=1000, image_every=2000, out="runs/dit-mini",
+                    eval_images=1000),
         "optim": dict(lr=2e-4, min_lr=2e-5, ema=0.999),
+        "evaluation": dict(eval_ref_images=10000),
     },
     # CPU-sized, on the tiny tokenizer's digits latents: a few hundred steps, for demos, tests and smoke runs.
     "tiny": {
         "model": dict(size="tiny", **dit_shape("tiny")),
         "run": dict(batch_size=32, epochs=0.0, steps=300, workers=0, log_every=10, ckpt_every=100,
-                    image_every=100, out="runs/tiny-dit"),
+                    image_every=100, out="runs/tiny-dit", eval_every=0, eval_images=64),
         "optim": dict(lr=1e-3, min_lr=1e-4, decay_start=2.0, decay_end=7.0, ema=0.99),
         "latents": dict(encode_batch_size=128),
+        # evaluation off unless asked (--eval-every N): on a CPU the InceptionV3 costs more than the tiny DiT
+        "evaluation": dict(eval_steps=10, eval_ref_images=500),
     },
 }
 

@@ -35,17 +35,19 @@ from rectok_core.metrics.config import ProbeConfig
 from rectok_core.models.tokenizer import TokenizerModelConfig
 from rectok_core.training.config import (
     DIT_TRAIN_PRESETS,
+    FINETUNE_INITS,
     FINETUNE_PRESETS,
     TOKENIZER_PRESETS,
     DiTTrainConfig,
     FinetuneConfig,
     TokenizerTrainConfig,
 )
+from rectok_core.training.init import open_resume_from
 from rectok_core.training.rundir import RunDir
 
 #: Options naming an input that exists (data specs, checkpoints, weight files): made absolute when found here.
 PATH_OPTIONS = frozenset({"data", "train_data", "val_data", "tokenizer", "ref_stats", "ref_data", "teacher_weights",
-                          "lpips_vgg", "convnext_weights", "inception_weights"})
+                          "lpips_vgg", "convnext_weights", "inception_weights", "resume_from"})
 #: Options naming a folder a run creates when missing: always made absolute.
 NEW_PATH_OPTIONS = frozenset({"cache_latents", "stats_dir"})
 
@@ -127,7 +129,7 @@ def finetune_target(cfg: Any, tokenizer: str, src: TokenizerSettings) -> None:
 def check_tokenizer_preset(overrides: dict[str, Any]) -> None:
     """A new ``train-tokenizer`` run without ``--preset`` gets the base preset (the paper's 256-px model); with no
     ``--data`` either it would train that on the 8×8 built-in digits with the DINOv3 teacher, so ask for a choice."""
-    if overrides.get("preset") or overrides.get("resume"):
+    if overrides.get("preset") or overrides.get("resume") or overrides.get("resume_from"):
         return
     if not overrides.get("data"):
         raise RectokError("no --preset and no --data: the base preset trains the paper's 256-px model (DINOv3 "
@@ -139,6 +141,8 @@ def resolve_run(cls: type, presets: dict, overrides: dict[str, Any], kind: str, 
     """A training command's config: defaults → preset → flags for a new run; for ``--resume`` the config saved in
     ``--out``'s latest checkpoint plus the flags that may change (others must match)."""
     overrides = absolute_paths(overrides)
+    if check_start(overrides):
+        return resume_from_config(cls, overrides, kind, STAGES.get(cls))
     given = overrides.pop("preset", None)
     cfg = build_config(cls, presets, given or default_preset, dict(overrides))
     if not overrides.get("resume"):
@@ -147,6 +151,45 @@ def resolve_run(cls: type, presets: dict, overrides: dict[str, Any], kind: str, 
     tuned = {k: overrides.pop(k) for k in RESUME_OPTIM if overrides.get(k) is not None}
     _keep_saved_relative(cls, ck["config"], overrides)
     cfg = resume_config(cls, ck["config"], {**overrides, "preset": given})  # another --preset is refused
+    return retune(cls, cfg, tuned)
+
+
+#: The tokenizer stage each config's command continues (``--resume-from``).
+STAGES = {TokenizerTrainConfig: "stage1", FinetuneConfig: "decoder-ft"}
+
+
+def check_start(overrides: dict[str, Any]) -> bool:
+    """One start per run: ``--resume``, ``--resume-from`` and a checkpoint ``--init`` exclude each other. Returns
+    whether the run continues ``--resume-from`` (``init``, a path, is made absolute here)."""
+    init = overrides.get("init")
+    given = [name for name, on in (("--resume", overrides.get("resume")), ("--resume-from", overrides.get("resume_from")),
+                                   ("--init", init and init not in FINETUNE_INITS)) if on]
+    if len(given) > 1:
+        raise RectokError(f"give one of {' and '.join(given)}: each says where the run starts")
+    if init and init not in FINETUNE_INITS:
+        overrides["init"] = absolute_spec(init)
+    return bool(overrides.get("resume_from"))
+
+
+def resume_from_config(cls: type, overrides: dict[str, Any], kind: str, stage: str | None = None,
+                       moved: tuple[str, ...] = ()) -> Any:
+    """``--resume-from FILE``: the config saved in FILE (another run of this command) plus the flags that may change
+    on a resume (``moved``: paths that may point elsewhere), continued in the new ``--out``."""
+    src, out = overrides.pop("resume_from"), overrides.pop("out", None)
+    if not out:
+        raise RectokError("--resume-from needs --out: a new folder for the continued run (the source run's folder "
+                          "is never written)")
+    ck = open_resume_from(src, kind, out, stage)
+    given = overrides.pop("preset", None)
+    kept = {k: overrides.pop(k) for k in moved if overrides.get(k) is not None}
+    tuned = {k: overrides.pop(k) for k in RESUME_OPTIM if overrides.get(k) is not None}
+    _keep_saved_relative(cls, ck["config"], overrides)
+    cfg = resume_config(cls, ck["config"], {**overrides, "preset": given})  # another --preset is refused
+    cfg.run.out, cfg.run.resume, cfg.run.resume_from = out, False, src
+    fields = flat_fields(cls)
+    for k, v in kept.items():
+        set_path(cfg, fields[k][0], v)
+    cfg.validate()
     return retune(cls, cfg, tuned)
 
 
@@ -197,14 +240,16 @@ def tokenizer_run_config(overrides: dict[str, Any]) -> Any:
 def finetune_run_config(tokenizer: str, overrides: dict[str, Any], show: Callable[[str], None] = _quiet) -> Any:
     """``finetune-decoder``: a new run takes preset, data and model from the stage-1 checkpoint ``tokenizer``; a
     resumed run keeps its own settings and must fine-tune the same checkpoint."""
-    src = None if overrides.get("resume") else TokenizerSettings.of(tokenizer)
+    continued = overrides.get("resume") or overrides.get("resume_from")
+    src = None if continued else TokenizerSettings.of(tokenizer)
     if src is not None:
         show(inherit(overrides, src, FINETUNE_PRESETS))
     cfg = resolve_run(FinetuneConfig, FINETUNE_PRESETS, overrides, "tokenizer")
-    if not cfg.run.resume:
+    if not continued:
         finetune_target(cfg, tokenizer, src or TokenizerSettings.of(tokenizer))
     elif os.path.abspath(tokenizer) != os.path.abspath(cfg.tokenizer):
-        raise RectokError(f"the run in {cfg.run.out} fine-tunes {cfg.tokenizer}, not {tokenizer}")
+        where = cfg.run.resume_from if cfg.run.resume_from and not cfg.run.resume else f"the run in {cfg.run.out}"
+        raise RectokError(f"{where} fine-tunes {cfg.tokenizer}, not {tokenizer}")
     return cfg
 
 
@@ -218,10 +263,13 @@ def dit_run_config(overrides: dict[str, Any], show: Callable[[str], None] = _qui
     """``train-dit``: a new run takes its preset and data from ``--tokenizer`` (then defaults → preset → flags); for
     ``--resume`` the saved config plus the allowed flag changes (the usual ones, the paths of the tokenizer, latent
     cache and statistics folder, and the optimiser settings of :data:`RESUME_OPTIM`)."""
-    if overrides.get("tokenizer") and not overrides.get("resume"):  # a resumed run keeps its own settings
+    continued = check_start(overrides)
+    if overrides.get("tokenizer") and not overrides.get("resume") and not continued:  # a resumed run keeps its own
         show(inherit(overrides, TokenizerSettings.of(overrides["tokenizer"]), DIT_TRAIN_PRESETS,
                      preset_for=DIT_PRESET_FOR_TOKENIZER))
     overrides = absolute_paths(overrides)  # the saved config works from any folder
+    if continued:
+        return resume_from_config(DiTTrainConfig, overrides, "dit", moved=DIT_RESUME_PATHS)
     given = overrides.pop("preset", None)
     preset = given or DIT_DEFAULT_PRESET
     if not overrides.get("resume"):

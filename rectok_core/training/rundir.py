@@ -5,7 +5,10 @@ Layout::
     OUT/config.json            resolved configuration (every default filled in)
     OUT/metrics.jsonl          one JSON object per log step (and events such as resume or NaN stop)
     OUT/config_history.jsonl   one line per resume: the step and the settings it changed ({key: [old, new]})
-    OUT/checkpoints/latest.pt  newest checkpoint (atomic); step_XXXXXXX.pt milestones with --keep-every
+    OUT/checkpoints/latest.pt  newest checkpoint (atomic)
+    OUT/checkpoints/step_XXXXXXX.pt  milestones: every tenth of the run by default (--milestones, --keep-every)
+    OUT/best.pt                the checkpoint of the best evaluation by the main metric (with evaluation on);
+                               every checkpoint records ``best``: {"metric", "value", "step"} of the best so far
     OUT/checkpoints/recent_XXXXXXX.pt  the checkpoints before latest.pt (RECENT_KEPT - 1 of them), all finite
     OUT/images/*.png           reconstruction / sample grids
     OUT/tensorboard/           TensorBoard event files (--log tensorboard)
@@ -44,6 +47,7 @@ class RunDir:
         self.ckpt_dir = self.path / "checkpoints"
         self.image_dir = self.path / "images"
         self.latest = self.ckpt_dir / "latest.pt"
+        self.best = self.path / "best.pt"
         self.is_main = is_main
         if resume and not self.latest.is_file():
             raise RectokError(f"--resume: no checkpoint to resume from at {self.latest}")
@@ -114,6 +118,7 @@ class RunDir:
         self.tracker.close()
 
     def milestone(self, step: int) -> Path:
+        """The kept checkpoint of ``step`` (``checkpoints/step_XXXXXXX.pt``)."""
         return self.ckpt_dir / f"step_{step:07d}.pt"
 
 
@@ -161,6 +166,11 @@ def run_summary(out: str | Path) -> dict[str, Any]:
                    ("metrics", path / "metrics.jsonl")):
         if p.is_file():
             files[key] = str(p)
+    kept = sorted((path / "checkpoints").glob("step_*.pt")) if (path / "checkpoints").is_dir() else []
+    if kept:
+        files["milestones"] = f"{path / 'checkpoints'} ({_count(len(kept), 'milestone')}: {kept[0].name} … {kept[-1].name})"
+    if (path / "best.pt").is_file():
+        files["best"] = str(path / "best.pt")
     images = sorted((path / "images").glob("*.png")) if (path / "images").is_dir() else []
     if images:
         files["images"] = f"{path / 'images'} ({_count(len(images), 'grid')}, latest {images[-1].name})"

@@ -16,6 +16,8 @@ from rectok_core.data.datasets import describe_dataset
 from rectok_core.data.sampler import ResumableSampler, build_loader, drop_bad
 from rectok_core.errors import DataError
 from rectok_core.training.engine import EMA, FiniteGuard, MetricWindow, StepRandom, StopRequest, Throughput, set_lr
+from rectok_core.training.evaluation import eval_mode, isolated_rng, record_eval
+from rectok_core.training.milestones import milestone_steps
 from rectok_core.training.rundir import RunDir
 from rectok_core.utils import checkpoint, distributed
 from rectok_core.utils.progress import progress
@@ -99,16 +101,22 @@ class TrainLoop:
     :meth:`restore` loads a resumed checkpoint (model, EMA, optimizer, RNG, step) and records the run's config,
     :meth:`batches` starts the micro-batch stream at the restored step, and :meth:`run` steps to ``total``: the
     learning rate, the step randomness, the finite-guard checks, the metric window logged every ``log_every``
-    steps, previews every ``image_every``, checkpoints every ``ckpt_every`` (milestones every ``keep_every``),
-    SIGTERM / Ctrl-C stops after a saved step, and the start and done events.
+    steps, previews every ``image_every``, checkpoints every ``ckpt_every`` (milestones at the ``--milestones`` /
+    ``--keep-every`` steps, ``best.pt``), SIGTERM / Ctrl-C stops after a saved step, and the start and done events.
     """
 
     def __init__(self, cfg, d: distributed.Dist, run: RunDir, kind: str, total: int, steps_per_epoch: int,
-                 label: str, compiled: bool, head: dict[str, Any] | None = None):
+                 label: str, compiled: bool, head: dict[str, Any] | None = None,
+                 main_metric: tuple[str, str] | None = None):
         self.cfg, self.R, self.d, self.rundir, self.kind = cfg, cfg.run, d, run, kind
         self.total, self.steps_per_epoch, self.label, self.compiled = total, steps_per_epoch, label, compiled
         self.head = head or {}  # checkpoint fields between "kind" and "config" (e.g. the tokenizer stage)
         self.step = 0
+        self.last_eval: dict[str, Any] | None = None  # {"step": s, "metrics": {...}} of the latest evaluation
+        self.main_metric = main_metric  # (metric name, "min" or "max"): what best.pt is chosen by
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"}: the best evaluation so far
+        self.keeps = milestone_steps(self.R.milestones, total, steps_per_epoch, self.R.keep_every)
+        self.resumed = False  # restored from a checkpoint (--resume or --resume-from)
 
     def restore(self, resumed: dict | None, model: torch.nn.Module, ema: EMA, opt: torch.optim.Optimizer,
                 more: Callable[[dict], None] | None = None) -> None:
@@ -117,8 +125,10 @@ class TrainLoop:
         self.model, self.ema = model, ema
         run, R = self.rundir, self.R
         self.window_state = None
+        source = run.latest if R.resume or not R.resume_from else Path(R.resume_from)
         if resumed is not None:
-            checkpoint.load_state_strict(model, resumed["model"], f"{run.latest} model")
+            self.resumed = True
+            checkpoint.load_state_strict(model, resumed["model"], f"{source} model")
             ema.load_state_dict(resumed["ema"])
             opt.load_state_dict(resumed["opt"])
             if more is not None:
@@ -126,13 +136,18 @@ class TrainLoop:
             checkpoint.set_rng_state(resumed["rng"])
             self.step = resumed["step"]
             self.window_state = resumed.get("metric_window")
+            self.best = resumed.get("best") if R.resume else None  # --resume-from: a new folder, its own best.pt
             changed = config_changes(resumed["config"], to_dict(self.cfg))
+            if source != run.latest:  # --resume-from: the new folder is no change of setting
+                changed = {k: v for k, v in changed.items() if k not in ("run.out", "run.resume_from")}
             if run.is_main:
                 shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                logger.info("resuming %s at step %d%s", run.path, self.step,
+                where = run.path if source == run.latest else f"{source} in {run.path}"
+                logger.info("resuming %s at step %d%s", where, self.step,
                             f" with changed settings: {shown}" if shown else "")
-            run.record_history({"event": "resume", "step": self.step, "changed": changed})
-            run.log({"event": "resume", "step": self.step, **({"changed": changed} if changed else {})})
+            origin = {} if source == run.latest else {"from": str(source)}  # --resume-from: the file continued
+            run.record_history({"event": "resume", "step": self.step, **origin, "changed": changed})
+            run.log({"event": "resume", "step": self.step, **origin, **({"changed": changed} if changed else {})})
         run.write_config(to_dict(self.cfg))
         run.track(R.log, to_dict(self.cfg), self.step, R.resume)
 
@@ -148,17 +163,44 @@ class TrainLoop:
     def due(self, step: int, every: int) -> bool:
         return step % every == 0 or step == self.total
 
+    def improved(self, step: int) -> dict[str, Any] | None:
+        """The new best ``{"metric", "value", "step"}`` when the evaluation at ``step`` improved the main metric
+        (a finite value, strictly better than the best so far; the first one always), else None."""
+        ev = self.last_eval
+        if self.main_metric is None or not ev or ev["step"] != step:
+            return None
+        name, mode = self.main_metric
+        value = ev["metrics"].get(name)
+        if value is None or not math.isfinite(value):
+            return None
+        best = self.best
+        if best is not None and best["metric"] == name and not (
+                value < best["value"] if mode == "min" else value > best["value"]):
+            return None
+        return {"metric": name, "value": float(value), "step": step}
+
+    def must_save(self, step: int) -> bool:
+        """A checkpoint at ``step`` besides the ``ckpt_every`` ones: a milestone (``--milestones``,
+        ``--keep-every``), or an evaluation at this step that improved the main metric (``best.pt``)."""
+        return step in self.keeps or self.improved(step) is not None
+
     def save(self, state: Callable[[], dict]) -> None:
         """The checkpoint at the current step (the header, then ``state()``), only when the loss, gradients,
-        weights and EMA are all finite; a milestone copy every ``keep_every`` steps."""
-        step, run, R = self.step, self.rundir, self.R
+        weights and EMA are all finite; a milestone copy at the ``--milestones`` / ``--keep-every`` steps, and
+        ``best.pt`` when this step's evaluation improved the main metric. Every checkpoint records ``best``, the
+        best evaluation so far (``{"metric", "value", "step"}``; None before the first), which a resume restores."""
+        step, run = self.step, self.rundir
         self.guard.check(step)
         self.guard.check_state(step, {"weights": self.model.state_dict().values(),
                                       "EMA weights": self.ema.state_dict().values()})
+        new_best = self.improved(step)
+        if new_best is not None:
+            self.best = new_best
         if self.d.is_main:
             full = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION, "kind": self.kind, **self.head,
                     "config": to_dict(self.cfg), "step": step, "epoch": step / self.steps_per_epoch, **state()}
             full["metric_window"] = self.window.state_dict()
+            full["best"] = self.best
             linked = run.keep_recent(self.guard.kept[1] if self.guard.kept else None)
             try:
                 checkpoint.save_atomic(full, run.latest)
@@ -167,30 +209,47 @@ class TrainLoop:
                     linked.unlink(missing_ok=True)
                 raise
             run.prune_recent()
-            if R.keep_every and step % R.keep_every == 0:
+            if step in self.keeps:  # a copy, not a hard link: a later `cp X latest.pt` must not change it
                 checkpoint.save_atomic(full, run.milestone(step))
+            if new_best is not None:
+                checkpoint.save_atomic(full, run.best)
+                run.log({"event": "best", "step": step, "best": new_best, "path": str(run.best)})
         self.guard.saved(run.latest, step)
+
+    def evaluation(self, evaluate: Callable[[int], dict[str, float]], step: int) -> dict[str, float | None]:
+        """One evaluation at ``step`` on every rank: inside :func:`isolated_rng` (the training's random stream is
+        untouched) with the model and its EMA in eval mode (every submodule gets its own mode back afterwards);
+        logged to metrics.jsonl, the trackers and the curve (main rank) and kept as ``self.last_eval``."""
+        t0 = time.perf_counter()
+        with isolated_rng(), eval_mode(self.model, self.ema.module):
+            metrics = {k: None if v is None else float(v) for k, v in evaluate(step).items()}
+        self.last_eval = {"step": step, "metrics": metrics}
+        record_eval(self.rundir, step, metrics, time.perf_counter() - t0)
+        return metrics
 
     def run(self, one_step: Callable[[StepRandom, int], tuple[dict[str, torch.Tensor], int, dict]],
             lr_at: Callable[[int], float], optimizers: Iterable[torch.optim.Optimizer], state: Callable[[], dict],
             preview: Callable[[int], None], start: dict[str, Any], watch: tuple[str, ...] | None = None,
-            derived: Callable[[dict], dict] | None = None) -> Path:
+            derived: Callable[[dict], dict] | None = None,
+            evaluate: Callable[[int], dict[str, float]] | None = None) -> Path:
         """Step to ``total``; returns the final checkpoint's path.
 
         ``one_step(rnd, step)`` runs one optimizer step (``rnd`` already at ``step``) and returns its metrics
         (device tensors), the size of its last micro-batch and extra log fields. ``watch`` names the metrics the
         finite guard observes (default: all); ``derived(means)`` adds logged values (shown in the progress bar);
         ``preview(step)`` writes the image grid (main process); ``start`` are the start event's fields after the
-        step counts; ``state()`` is a checkpoint's body after the common header."""
+        step counts; ``state()`` is a checkpoint's body after the common header. ``evaluate(step)`` (every rank)
+        returns ``{"<metric>/<weights>": value}`` at every ``R.eval_every``-th step and the final one (when
+        ``R.eval_every`` > 0), before that step's checkpoint: see :meth:`evaluation`."""
         R, d, run, dev, total = self.R, self.d, self.rundir, self.d.device, self.total
         optimizers = [o for o in optimizers if o is not None]
         rnd = StepRandom(R.seed, d.rank, dev)
-        self.guard = FiniteGuard(dev, kept=(str(run.latest), self.step) if R.resume else None)
+        self.guard = FiniteGuard(dev, kept=(str(run.latest), self.step) if R.resume else None)  # not --resume-from
         meter, window = Throughput(dev), MetricWindow()
         self.window = window
         if self.window_state is not None:  # the steps logged since the last log step before the checkpoint
             window.load_state_dict(self.window_state, dev)
-        partial = R.resume and self.window_state is None  # an older checkpoint: the first row is marked
+        partial = self.resumed and self.window_state is None  # an older checkpoint: the first row is marked
         bar = progress(total, self.step, self.label, d.is_main)
         if d.is_main and self.step == 0:
             run.log({"event": "start", "total_steps": total, "steps_per_epoch": self.steps_per_epoch, **start})
@@ -226,8 +285,10 @@ class TrainLoop:
                                     img_s=f"{rec['img_per_s']:.1f}")
                 if d.is_main and self.due(step, R.image_every):
                     preview(step)
+                if evaluate is not None and R.eval_every and self.due(step, R.eval_every):
+                    self.evaluation(evaluate, step)
                 stop_now = stop.poll(step, R.log_every, d.enabled, dev)
-                if self.due(step, R.ckpt_every) or stop_now:
+                if self.due(step, R.ckpt_every) or stop_now or self.must_save(step):
                     self.save(state)
                 if stop_now:
                     stop.stop(step, str(run.latest))

@@ -39,6 +39,8 @@ from rectok_core.training.config import (
     TokenizerTrainConfig,
 )
 from rectok_core.training.engine import EMA, StepRandom, adamw, optimizer_impl, param_groups, warmup_cosine
+from rectok_core.training.evaluation import TokenizerEvaluator, resolve_eval_every, validation_split
+from rectok_core.training.init import resume_source, tokenizer_init
 from rectok_core.training.memory import check_fits
 from rectok_core.training.rundir import RunDir
 from rectok_core.training.scaffold import TrainLoop, plan_steps
@@ -212,7 +214,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     """Run (or resume) stage-1 training; returns the path of the final checkpoint."""
     d = distributed.setup(cfg.run.device)
     try:
-        return _fit(cfg, d, Plan("stage1", cfg.model, cfg.loss, teacher=lambda: build_teacher_for(cfg, d.device)))
+        plan = Plan("stage1", cfg.model, cfg.loss, teacher=lambda: build_teacher_for(cfg, d.device))
+        if cfg.init and not (cfg.run.resume or cfg.run.resume_from):  # --init CKPT: checked before anything is built
+            start = tokenizer_init(cfg.init, cfg.model)
+            if d.is_main:
+                logger.info(start.line)
+            plan.init, plan.init_ema = start.apply, lambda module: start.apply(module, "ema")
+        return _fit(cfg, d, plan)
     finally:
         distributed.cleanup()
 
@@ -254,6 +262,8 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     R, O, L, M = cfg.run, cfg.optim, plan.loss, plan.model
     dev = d.device
     run = RunDir(R.out, R.resume, d.is_main, "train-tokenizer" if plan.stage == "stage1" else "finetune-decoder")
+    resumed = resume_source(run, R, KIND, plan.stage)  # --resume / --resume-from: opened (and checked) first
+    continued = resumed is not None
     torch.manual_seed(R.seed)  # identical construction on every rank; step randomness is per rank (StepRandom)
     cuda_fast_paths(dev)
     teacher = plan.teacher()  # fails fast offline without weights
@@ -261,6 +271,8 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
     perceptual = build_perceptual(L, dev)
     dataset = build_dataset(R.data, M.image_size, split="train", strict=R.strict_data)
     sampler, steps_per_epoch, total, global_batch = plan_steps(dataset, R, d)
+    val_split = validation_split(R.data)
+    resolve_eval_every(R, total, val_split is not None, d.is_main, "validation split")
     warmup = int(O.warmup * total)
     disc_start = int(L.disc_start * total) if L.disc_start < 1 else total + 1
     # official: lr = blr × batch × processes / 256, without --grad-accum (recipe §11.15)
@@ -272,19 +284,21 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
                batch=R.batch_size, tokens=(M.image_size // M.patch_size) ** 2)
     tr = build_trainer(M, L, O, dev, prec, base_lr, teacher, perceptual,
                        with_disc=L.gan_weight > 0 and disc_start <= total,
-                       init=plan.init if not R.resume else None, frozen=plan.frozen, grad_accum=R.grad_accum)
+                       init=plan.init if not continued else None, frozen=plan.frozen, grad_accum=R.grad_accum)
     model, ema, opt, disc, opt_d = tr.model, tr.ema, tr.opt, tr.disc, tr.opt_d
-    if plan.init_ema is not None and not R.resume:
+    if plan.init_ema is not None and not continued:
         plan.init_ema(ema.module)
 
-    loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, plan.stage, compiled, head={"stage": plan.stage})
+    loop = TrainLoop(cfg, d, run, KIND, total, steps_per_epoch, plan.stage, compiled, head={"stage": plan.stage},
+                     main_metric=("rfid/ema", "min"))
 
     def load_disc(ck: dict) -> None:
         if disc is not None:
             checkpoint.load_state_strict(disc, ck["disc"], f"{run.latest} discriminator")
             opt_d.load_state_dict(ck["opt_d"])
 
-    loop.restore(open_checkpoint(run.latest, KIND) if R.resume else None, model, ema, opt, more=load_disc)
+    loop.restore(resumed, model, ema, opt, more=load_disc)
+    evaluate = TokenizerEvaluator(run, R, val_split, M.image_size, model, ema.module, d) if R.eval_every else None
     tr.wrap(ddp=d.enabled, compile=compiled)
     batches = loop.batches(dataset, sampler)
     shown = stratified_indices([label for _, label in dataset.items], 8)  # several classes, not the first files
@@ -317,5 +331,5 @@ def _fit(cfg, d: distributed.Dist, plan: Plan) -> Path:
                         params_encoder_decoder=sum(p.numel() for n, p in model.named_parameters()
                                                    if not n.startswith("sem_decoder.")),
                         params_trainable=sum(p.numel() for p in ema.live_params)),
-                    derived=lambda means: {"psnr": psnr_from_mse(means["rec"])})
+                    derived=lambda means: {"psnr": psnr_from_mse(means["rec"])}, evaluate=evaluate)
 

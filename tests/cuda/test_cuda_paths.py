@@ -422,3 +422,20 @@ def test_bench_on_the_device_reports_memory_and_ceiling(tmp_path):
     assert res["ceiling"]["dtype"] == ("bfloat16" if ON_CUDA else "float32")
     assert rec["img_per_s"] > 0 and rec["peak_memory_bytes"] > 0
     assert (torch.cuda.get_device_name(DEV) in res["device"]["name"]) if ON_CUDA else "CPUs" in res["device"]["name"]
+
+
+def test_bench_runs_every_generator_family_on_the_device(tmp_path):
+    """Each family's tiny training step and CFG sampling step on the device (bf16 autocast on CUDA; DiT's ancestral
+    step draws its per-sample noise on the CPU and moves it to the device)."""
+    from rectok_core.models.generators import GENERATORS
+    from rectok_core.tools.bench import BenchConfig, run_bench
+
+    models = [f"{name}-tiny" for name in GENERATORS.names()]
+    res = run_bench(BenchConfig(tokenizer_preset="tiny", workloads="generators", models=",".join(models),
+                                batch_sizes="16", timed_steps=2, warmup=1, device=DEV.type, compile=False,
+                                out=str(tmp_path / "b.json")))
+    assert [(r["workload"], r["model"]) for r in res["records"]] == [
+        (w, m) for m in models for w in ("generator-train", "generator-sample")]
+    for r in res["records"]:
+        assert "error" not in r, r
+        assert r["img_per_s"] > 0 and r["flops_per_image"] > 0 and r["peak_memory_bytes"] > 0

@@ -34,7 +34,10 @@ def inception_weights(tmp_path, monkeypatch) -> Path:
     return resolve_inception_weights()
 
 
-def test_eval_of_a_family_tokenizer(inception_weights, tmp_path):
+def test_eval_of_a_family_tokenizer(inception_weights, tmp_path, monkeypatch):
+    from rectok_core.checkpoints import families
+
+    monkeypatch.setattr(families, "DEFAULT_IMAGE_SIZE", 64)  # the commands' family image size (256) made small
     spec = f"sd-vae:{diffusers_file('sd-vae', tmp_path)}"
     out = tmp_path / "eval"
     r = runner.invoke(app, ["eval", spec, "--data", "digits", "-n", "3", "--batch-size", "3", "--device", "cpu",
@@ -43,9 +46,9 @@ def test_eval_of_a_family_tokenizer(inception_weights, tmp_path):
     result = json.loads((out / "eval.json").read_text())
     man = result["manifest"]["tokenizer"]
     assert man["family"] == "sd-vae" and man["path"] == str(Path(spec.split(":", 1)[1]).resolve())
-    assert result["manifest"]["data"]["image_size"] == 256 and result["num_images"] == 3
+    assert result["manifest"]["data"]["image_size"] == 64 and result["num_images"] == 3
     model, _ = load_any_tokenizer(spec)  # the PSNR of the same reconstructions, computed here
-    x = torch.stack([build_dataset("digits", 256, split="val")[i]["image"] for i in range(3)])
+    x = torch.stack([build_dataset("digits", 64, split="val")[i]["image"] for i in range(3)])
     with torch.no_grad():
         rec = model.reconstruct(x)
     assert result["metrics"]["psnr"] == pytest.approx(psnr((rec + 1) / 2, (x + 1) / 2).mean().item(), rel=1e-4)

@@ -189,7 +189,8 @@ def test_a_float_tiff_is_read_by_its_range_and_said_once(tmp_path, caplog):
 @pytest.mark.slow
 def test_full_disk_in_torchs_zip_writer_keeps_the_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "r"
-    assert runner.invoke(app, ["train-tokenizer", *TINY, "--steps", "1", "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["train-tokenizer", *TINY, "--steps", "1", "--milestones", "none",
+                               "--out", str(out)]).exit_code == 0
     latest = out / "checkpoints" / "latest.pt"
     before = latest.read_bytes()
     real = torch.save
@@ -224,7 +225,7 @@ def test_the_advice_after_divergence_works(tmp_path, caplog):
     is kept; `--resume --lr 1e-3`, as advised, continues from it, says so and records the change."""
     out = tmp_path / "r"
     r = runner.invoke(app, ["train-tokenizer", *TINY, "--lr", "1e6", "--steps", "30", "--ckpt-every", "1",
-                            "--out", str(out)])
+                            "--milestones", "none", "--out", str(out)])
     assert r.exit_code == 1, r.output
     [line] = error_lines(r.output)
     assert "exploding weights at step 2" in line and "--resume with a smaller --lr" in line

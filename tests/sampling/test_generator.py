@@ -205,16 +205,18 @@ def test_dit_resume_is_exact(tmp_path, tok_ckpt, cache_dir, mode):
 
 
 def test_dit_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tok_ckpt, cache_dir, monkeypatch):
-    from rectok_core.training import dit as module
+    import dataclasses
 
-    real, calls = module.flow_matching_loss, {"n": 0}
+    from rectok_core.flow.objectives import OBJECTIVES
+
+    real, calls = OBJECTIVES["flow-shifted"], {"n": 0}  # the DiT^DH's objective
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
-        loss, per = real(*args, **kwargs)
-        return (loss * float("nan"), per) if calls["n"] > 4 else (loss, per)
+        loss, per, terms = real.loss(*args, **kwargs)
+        return (loss * float("nan"), per, terms) if calls["n"] > 4 else (loss, per, terms)
 
-    monkeypatch.setattr(module, "flow_matching_loss", poisoned)
+    monkeypatch.setitem(OBJECTIVES._entries, "flow-shifted", dataclasses.replace(real, loss=poisoned))
     with pytest.raises(NonFiniteLoss, match="non-finite loss \\(loss\\).* at step 5"):
         train_dit(dit_cfg(tok_ckpt, tmp_path / "run", steps=8, ckpt_every=2, cache_latents=str(cache_dir)))
     ck = open_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt", "dit")
@@ -449,7 +451,8 @@ def _guide_with(dit_ckpt, path, **arch):
     ck = open_checkpoint(dit_ckpt)
     cfg = {**ck["dit_config"], **arch}
     model = build_dit("tiny", **{k: cfg[k] for k in ("in_channels", "input_size", "num_classes")})
-    ck.update(dit_config=cfg, model=model.state_dict(), ema=model.state_dict())
+    ck.update(dit_config=cfg, generator={"family": "dit-dh", "config": cfg}, model=model.state_dict(),
+              ema=model.state_dict())
     checkpoint.save_atomic(ck, path)
     return path
 

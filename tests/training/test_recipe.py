@@ -77,7 +77,8 @@ OFFICIAL_STAGE1 = {
 #: how the run is logged and executed, and the recipe/preset names themselves.
 NOT_RECIPE = {"preset", "recipe", "data", "out", "resume", "workers", "device", "compile", "log_every", "ckpt_every",
               "keep_every", "image_every", "strict_data", "log", "teacher_weights", "teacher_init", "lpips_vgg",
-              "convnext_weights", "perceptual_init"}
+              "convnext_weights", "perceptual_init", "milestones", "init", "resume_from", "eval_every",
+              "eval_images"}
 
 
 def _paths(cls: type) -> dict:

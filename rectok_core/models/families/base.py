@@ -12,8 +12,9 @@ Conventions (the same as RecTok's, so every consumer of a RecTok model takes any
   deterministic family has ``logvar = -30``, the clamp floor, i.e. std ≈ 3e-7), ``decode`` takes tokens;
 * ``cfg`` carries ``image_size``, ``grid`` (h, w) and ``dim`` (C) like RecTok's model config;
 * the family's own normalisation (:class:`Normalization`: a global ``(z − shift)·scale`` as its project ships it, or
-  per-channel statistics computed on the data) is metadata; rectok's commands standardise every family per
-  channel on the data (recipe §4.4), as they do RecTok's.
+  per-channel statistics computed on the data) is what ``train-dit`` and ``latent-stats`` use by default
+  (``--latent-norm family``; :func:`rectok_core.data.latent_stats.choose_stats`); ``--latent-norm data``
+  standardises every family per channel on the data (recipe §4.4), as for RecTok.
 """
 from __future__ import annotations
 

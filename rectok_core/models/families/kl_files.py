@@ -12,6 +12,8 @@ renamed and reshaped with diffusers' own ``update_vae_attentions_ldm_to_diffuser
 """
 from __future__ import annotations
 
+import argparse
+import pathlib
 import re
 from pathlib import Path
 
@@ -41,7 +43,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals([argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)  # l-DeTok/RecTok files hold args
     except Exception as e:  # noqa: BLE001 - any unreadable file is one line
         raise CheckpointError(f"cannot read {path} as tensors: {type(e).__name__}: {' '.join(str(e).split())[:160]}") from None
     for key in ("state_dict", "model"):
@@ -60,7 +63,7 @@ def layout(sd: dict[str, torch.Tensor]) -> str:
         return "diffusers"
     if any(k.startswith("encoder.down.") for k in keys):
         return "ldm"
-    if any(".blocks." in k or k.startswith("blocks.") for k in keys):
+    if any(".blocks." in k or k.startswith("blocks.") or ".transformer." in k for k in keys):
         return "vit"
     return "unknown"
 
