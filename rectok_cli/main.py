@@ -18,6 +18,7 @@ from rectok_cli import bench  # noqa: F401 - bench (and bench --acceptance)
 from rectok_cli import study  # noqa: F401 - reproduce
 from rectok_cli import interop  # noqa: F401 - import-official, latent-stats, export, push
 from rectok_cli import tokenizers  # noqa: F401 - tokenizers (the FAMILY:SOURCE families)
+from rectok_cli import generators  # noqa: F401 - generators (the train-dit --model families)
 # isort: on
 
 

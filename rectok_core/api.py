@@ -30,13 +30,13 @@ import torch
 from rectok_core.checkpoints import load_dit, load_matching_tokenizer, load_tokenizer, open_checkpoint, resolve
 from rectok_core.checkpoints.families import load_any_tokenizer, split_spec
 from rectok_core.config import device_spec
-from rectok_core.data.latent_stats import LatentStats, load_or_compute_stats
+from rectok_core.data.latent_stats import LatentStats, family_stats, load_or_compute_stats
 from rectok_core.data.readers import build_dataset
 from rectok_core.data.transforms import center_crop_arr
 from rectok_core.errors import RectokError
 from rectok_core.interop.export import export, push
 from rectok_core.sampling.config import resolve_sampler
-from rectok_core.sampling.folder import SampleConfig
+from rectok_core.sampling.folder import SampleConfig, sampling_of
 from rectok_core.sampling.generate import RowPadded, build_velocity, check_guide, decode_latents, generate_latents
 from rectok_core.utils import checkpoint
 from rectok_core.utils.distributed import Dist, resolve_device
@@ -117,8 +117,10 @@ class Tokenizer(_Saveable):
         self.model, self.meta, self.device = model, meta, device
         self.precision = resolve_precision(device, precision)
         st = meta.get("latent_stats")
-        #: Per-channel statistics of the posterior mean (from an export folder, or :meth:`compute_latent_stats`).
-        self.latent_stats: LatentStats | None = LatentStats.from_state(st) if st is not None else None
+        #: Per-channel statistics of the posterior mean (from an export folder, or :meth:`compute_latent_stats`);
+        #: for a family with a published global normalisation (SD-VAE 0.18215, MAR KL-16 0.2325 …), that one.
+        self.latent_stats: LatentStats | None = (LatentStats.from_state(st) if st is not None else
+                                                 family_stats(model, meta))
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike[str], device: str = "auto", weights: str = "ema",
@@ -314,12 +316,13 @@ class Generator(_Saveable):
     @torch.no_grad()
     def sample(self, labels: Sequence[int] | torch.Tensor, steps: int = 150, cfg: str = "none", scale: float = 1.0,
                guide: Any = None, seed: int = 0, indices: Sequence[int] | torch.Tensor | None = None,
-               sampler: str = "euler", interval: tuple[float, float] = (0.0, 1.0), batch_size: int = 256,
-               output: str = "uint8") -> np.ndarray | torch.Tensor:
+               sampler: str = "euler", interval: tuple[float, float] | None = None, batch_size: int = 256,
+               output: str = "uint8", time_shift: float | None = None) -> np.ndarray | torch.Tensor:
         """Images of class ``labels``: uint8 (B, H, W, 3) (the PNGs' pixels), or ``output="float"`` (B, 3, H, W)
         in [0, 1]. Sample ``k`` uses the noise of sample index ``indices[k]`` (default ``k``); with labels
         ``i mod K`` these are ``rectok sample``'s images. ``cfg``: none, cfg (null class) or autoguidance (a
-        ``guide`` checkpoint / Generator, or the one given to :meth:`from_pretrained`)."""
+        ``guide`` checkpoint / Generator, or the one given to :meth:`from_pretrained`). ``interval`` and
+        ``time_shift`` None: the family's official ones (``rectok sample``'s ``auto``)."""
         y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         idx = torch.arange(len(y)) if indices is None else torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         K = self.num_classes
@@ -330,20 +333,23 @@ class Generator(_Saveable):
         if output not in ("uint8", "float"):
             raise RectokError(f"output {output!r}: choose uint8 or float")
         g = self._guide(guide) if cfg == "autoguidance" else None
-        SampleConfig(n=len(y), steps=steps, sampler=sampler, cfg=cfg, scale=scale, seed=seed,
-                     guide="given" if g is not None else "", batch_size=batch_size,
-                     interval=f"{interval[0]},{interval[1]}").validate()
+        settings = SampleConfig(n=len(y), steps=steps, sampler=sampler, cfg=cfg, scale=scale, seed=seed,
+                                guide="given" if g is not None else "", batch_size=batch_size,
+                                interval="auto" if interval is None else f"{interval[0]},{interval[1]}",
+                                time_shift="auto" if time_shift is None else str(time_shift))
+        settings.validate()
+        shift, interval = sampling_of(settings, self.dit)
         mc = self.dit.model.config
         shape = (mc.in_channels, mc.input_size, mc.input_size)
         sampler = resolve_sampler(self.dit.prediction, sampler)
         velocity = build_velocity(RowPadded(maybe_compile(self.dit.model, self.compile)), cfg, scale,
                                   self.dit.model.null_class,
                                   RowPadded(maybe_compile(g.model, self.compile)) if g is not None else None,
-                                  (float(interval[0]), float(interval[1])), self.dit.prediction, mc.in_channels)
+                                  interval, self.dit.prediction, mc.in_channels)
         parts = []
         for start in range(0, len(y), batch_size):
             z = generate_latents(velocity, idx[start:start + batch_size], y[start:start + batch_size], seed, shape,
-                                 steps, sampler, self.device, self.precision)
+                                 steps, sampler, self.device, self.precision, shift)
             img = decode_latents(self.tokenizer, self.dit.stats, z, self.precision)
             parts.append(to_uint8(img) if output == "uint8" else img.add(1).div(2).cpu())
         return np.concatenate(parts) if output == "uint8" else torch.cat(parts)

@@ -278,7 +278,10 @@ def check_choices(cfg: Any) -> None:
 
 
 RESUME_MUTABLE = {"resume", "data", "steps", "epochs", "workers", "device", "log_every", "ckpt_every",
-                  "keep_every", "milestones", "image_every", "strict_data", "compile", "log", "eval_every"}
+                  "keep_every", "milestones", "image_every", "strict_data", "compile", "log", "eval_every",
+                  # evaluation settings (they do not change the trained weights): train-dit's DiTEvalConfig
+                  "eval_images", "eval_cfg", "eval_cfg_scale", "eval_steps", "eval_guide", "ref_stats",
+                  "eval_ref_images"}
 
 
 #: Fields added after runs had been saved without them, with the value that reproduces what those runs did
@@ -311,7 +314,7 @@ def resume_config(cls: type, saved: dict, overrides: dict[str, Any]) -> Any:
         if k in RESUME_MUTABLE:
             set_path(cfg, fields[k][0], v)
         elif v != old:
-            raise RectokError(f"--{k.replace('_', '-')} {v!r} differs from the run being resumed ({old!r}); "
+            raise RectokError(f"{flag_of(k, fields[k][1])} {v!r} differs from the run being resumed ({old!r}); "
                               f"it cannot change on --resume")
     check_choices(cfg)
     check_numbers(cfg)

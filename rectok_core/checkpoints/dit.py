@@ -54,7 +54,7 @@ def generator_of(ck: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return DEFAULT_FAMILY, dict(ck["dit_config"])
 
 
-@register_kind(KIND, "a DiT^DH generator (train-dit)")
+@register_kind(KIND, "a generator (train-dit)")
 def load_dit(path: str | os.PathLike[str], weights: str = "ema", device: torch.device | str = "cpu") -> LoadedDiT:
     """The generator of a ``train-dit`` checkpoint (eval mode, frozen); any other kind is a one-line error."""
     ck = open_checkpoint(path, KIND)

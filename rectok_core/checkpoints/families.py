@@ -89,8 +89,10 @@ def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.dev
 
     A RecTok name loads exactly as :func:`~rectok_core.checkpoints.load_tokenizer` (same model, same metadata plus
     ``family``). Another family gives its :class:`~rectok_core.models.families.LatentTokenizer` at ``image_size``
-    (default 256) and metadata with ``family``, ``source``, ``path``, ``sha256`` (of the local file or folder's
-    files; of the name ``FAMILY:REPO@REVISION`` for a Hub id), ``step`` None, ``weights`` and ``config`` None.
+    (None or 0: 256 for a resolution-agnostic KL autoencoder, the weights' size for a ViT) and metadata with
+    ``family``, ``source``, ``path``, ``sha256`` (of the local file or folder's files; of the name
+    ``FAMILY:REPO@REVISION`` for a Hub id), ``step`` None, ``weights`` and ``config`` None. A size the tokenizer
+    cannot take (:func:`check_image_size`; a KL autoencoder's non-multiple of its down-sampling) is one line.
     """
     family_name, source = split_spec(spec)
     if family_name == RECTOK:
@@ -98,6 +100,7 @@ def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.dev
             model, meta = load_tokenizer(source, use_ema=use_ema, device=device)
         except CheckpointError as e:
             raise CheckpointError(f"{e}{other_family_hint(source)}") from None
+        check_image_size(model, spec, image_size)
         return model, {**meta, "family": RECTOK, "source": source}
     family = get_family(family_name)
     local = Path(source).expanduser() if Path(source).expanduser().exists() else None
@@ -114,11 +117,22 @@ def load_any_tokenizer(spec: str | Path, use_ema: bool = True, device: torch.dev
         source, revision = m.group("repo"), m.group("rev")
     model = family.load(source, local=local, image_size=image_size or DEFAULT_IMAGE_SIZE, device=device,
                         revision=revision)
+    check_image_size(model, spec, image_size)
     meta = {"family": family_name, "source": source, "path": str(local.resolve()) if local else source,
             "sha256": _sha256(local) if local else hashlib.sha256(f"{family_name}:{source}@{revision}".encode()).hexdigest(),
             "step": None, "weights": "published", "config": None,
             "stage": None, "latent_stats": None, "normalization": family.normalization.describe()}
     return model, meta
+
+
+def check_image_size(model: torch.nn.Module, spec: str | Path, image_size: int | None) -> None:
+    """One line when the tokenizer ``model`` (loaded from ``spec``) does not encode square images of ``image_size``
+    (None or 0: its own size): a ViT whose weights fix another size (RecTok, l-DeTok). A KL autoencoder takes any
+    multiple of its down-sampling (:func:`load_any_tokenizer` builds it at the size asked)."""
+    native = int(model.cfg.image_size)
+    if image_size and int(image_size) != native:
+        raise CheckpointError(f"{spec} encodes {native}x{native} images only (its weights fix the size): an image "
+                              f"size of {image_size} does not fit (use {native}, the default)")
 
 
 def other_family_hint(source: str) -> str:

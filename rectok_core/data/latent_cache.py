@@ -169,7 +169,7 @@ def ensure_latent_cache(folder: str | os.PathLike[str], tokenizer: RecTok, token
     positive("shard_size", shard_size)
     index = read_cache_index(folder)
     if index is not None and index.get("complete"):
-        _check_complete(folder, index, tokenizer_meta, data)
+        _check_complete(folder, index, tokenizer_meta, data, tokenizer.cfg.image_size)
         return LatentCache(folder)
     dataset = build_dataset(data, tokenizer.cfg.image_size, split="train", strict=strict)
     if not dataset.has_labels:
@@ -201,7 +201,7 @@ def ensure_latent_cache(folder: str | os.PathLike[str], tokenizer: RecTok, token
     return LatentCache(folder)
 
 
-def _check_complete(folder: Path, index: dict, meta: dict, data: str) -> None:
+def _check_complete(folder: Path, index: dict, meta: dict, data: str, image_size: int) -> None:
     if index["tokenizer_sha256"] != meta["sha256"] or index["tokenizer_weights"] != meta["weights"]:
         raise LatentCacheError(
             f"the latent cache in {folder} was made with tokenizer {index['tokenizer_sha256'][:12]} "
@@ -210,6 +210,9 @@ def _check_complete(folder: Path, index: dict, meta: dict, data: str) -> None:
     if index["data"] != data_id(data):
         raise LatentCacheError(f"the latent cache in {folder} holds {index['data']}, not --data {data}: pass that "
                                f"--data or choose another folder")
+    if index.get("image_size") != image_size:
+        raise LatentCacheError(f"the latent cache in {folder} holds {index.get('image_size')}-px images' latents, not "
+                               f"{image_size}-px: pass --image-size {index.get('image_size')} or choose another folder")
 
 
 def _prepare_folder(folder: Path, index: dict | None, fresh: dict) -> list[int] | str:

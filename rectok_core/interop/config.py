@@ -13,9 +13,11 @@ from rectok_core.config import (
     check_choices,
     check_runtime,
     device_option,
+    nonneg,
     opt,
     workers_option,
 )
+from rectok_core.data.config import TOKENIZER_IMAGE_SIZE_HELP
 
 #: ``import-official --kind``: what the official file holds (``auto``: told from its keys and shapes).
 KINDS = ("auto", "stage1", "decoder-ft", "dit")
@@ -51,6 +53,7 @@ class LatentStatsConfig:
     out: str = opt("", "also copy the statistics JSON here")
     stats_dir: str = opt("", "folder of statistics files keyed by tokenizer sha256 and data (default: cache)")
     weights: str = opt("ema", "tokenizer weights", WEIGHTS)
+    image_size: int = opt(0, TOKENIZER_IMAGE_SIZE_HELP)
     device: str = device_option()
     batch_size: int = opt(64, "images per batch per process")
     workers: int = workers_option(4, "data-loading workers per process")
@@ -62,6 +65,7 @@ class LatentStatsConfig:
 
     def validate(self) -> None:
         check_runtime(self)
+        nonneg("image_size", self.image_size)
 
 
 @dataclass

@@ -244,6 +244,10 @@ def dit_config(state: dict[str, torch.Tensor], args: dict[str, Any] | None = Non
     head_width = _shape(state, "x_embedder.proj.weight", "DiT")[0]
     block = re.compile(r"blocks\.\d+\.adaLN_modulation\.1\.weight")
     widths = [state[k].shape[1] for k in state if block.fullmatch(k)]
+    if width == head_width:  # every block is as wide: nothing in the weights marks where the head starts
+        raise CheckpointError(f"a DiT^DH whose trunk and head are both {width} wide: which of its {len(widths)} "
+                              f"blocks form the head cannot be read from the weights (the official sizes have a "
+                              f"2048-wide head), so rectok does not import it")
     depth = widths.count(width)
     head_depth = len(widths) - depth
     shape = ((width, depth), (head_width, head_depth))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rectok_core.checkpoints import is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.checkpoints.families import check_image_size
 from rectok_core.config import settings
 from rectok_core.data.latent_stats import (
     STATS_FORMAT,
@@ -54,9 +55,10 @@ def latent_stats(tokenizer: str, data: str | None = None, cfg: LatentStatsConfig
     d = distributed.setup(device)
     try:
         if is_family_spec(tokenizer):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
-            tok, meta = load_any_tokenizer(tokenizer, device=d.device)
+            tok, meta = load_any_tokenizer(tokenizer, device=d.device, image_size=cfg.image_size)
         else:
             tok, meta = load_tokenizer(tokenizer, use_ema=weights == "ema", device=d.device)
+            check_image_size(tok, tokenizer, cfg.image_size)
         stats, classes, dataset = _compute(tok, meta, data, stats_dir, d, batch_size, workers, cfg.latent_norm)
         folder = Path(stats_dir) if stats_dir else default_stats_dir()
         path = stats_file(folder, meta["sha256"], meta["weights"], stats.kind if stats.kind == "family" else

@@ -16,6 +16,7 @@ from rectok_core.config import (
     strict_data_option,
     workers_option,
 )
+from rectok_core.data.config import TOKENIZER_IMAGE_SIZE_HELP
 from rectok_core.errors import RectokError
 from rectok_core.teachers import teacher_help
 from rectok_core.training.trackers import parse_log_spec
@@ -32,6 +33,7 @@ class EvalConfig:
                         flag="--num", aliases=("-n",))
     per_class: int | None = opt(None, "evaluate the first N images of each class (a class-balanced subset; not "
                                       "with -n; default: all)", flag_type=int)
+    image_size: int = opt(0, TOKENIZER_IMAGE_SIZE_HELP)
     batch_size: int = opt(64, "images per batch per process")
     out: str = opt("", "folder for eval.json and recon_grid.png (default: RUN/eval/step_NNNNNNN-WEIGHTS beside the "
                        "checkpoint folder)")
@@ -55,6 +57,7 @@ class EvalConfig:
         parse_log_spec(self.log)
         positive("batch_size", self.batch_size)
         nonneg("workers", self.workers)
+        nonneg("image_size", self.image_size)
         if self.n is not None and self.per_class is not None:
             raise RectokError("-n and --per-class choose the images in two ways: give one of them")
         device_spec("device", self.device)

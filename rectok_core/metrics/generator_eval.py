@@ -214,6 +214,9 @@ def evaluate_samples(samples: str | os.PathLike[str], ref_stats: str | None = No
 
     if ref_folder is not None:
         ref_files = list_images(ref_folder)
+        if (Path(ref_folder) / "manifest.json").is_file():  # a rectok sample folder: its samples, not grid.png
+            ref_kind, ref_source, _, _ = resolve_samples(ref_folder)
+            ref_files = list(ref_source) if ref_kind == "rectok-samples" else ref_files
         if not ref_files:
             raise DataError(f"no PNG/JPEG images under {ref_folder}")
         skipped: list[str] = []

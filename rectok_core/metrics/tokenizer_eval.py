@@ -41,6 +41,7 @@ import torch
 
 from rectok_core import __version__
 from rectok_core.checkpoints import KINDS, is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.checkpoints.families import check_image_size
 from rectok_core.config import settings
 from rectok_core.data.datasets import ImageDataset, evaluation_split, limit_per_class, stratified_indices
 from rectok_core.data.latent_stats import data_id, dataset_fingerprint
@@ -176,14 +177,16 @@ def default_out_dir(tokenizer_path: str | os.PathLike[str], step: int | None, we
     return run / "eval" / f"{name}-{weights}"
 
 
-def _load(tokenizer_path: str, weights: str, device: torch.device) -> tuple[RecTok, dict]:
+def _load(tokenizer_path: str, weights: str, device: torch.device, image_size: int = 0) -> tuple[RecTok, dict]:
     try:
         if is_family_spec(tokenizer_path):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
-            return load_any_tokenizer(tokenizer_path, device=device)
-        return load_tokenizer(tokenizer_path, use_ema=weights == "ema", device=device)
+            return load_any_tokenizer(tokenizer_path, device=device, image_size=image_size)
+        model, meta = load_tokenizer(tokenizer_path, use_ema=weights == "ema", device=device)
+        check_image_size(model, tokenizer_path, image_size)
+        return model, meta
     except CheckpointError as e:
         if KINDS["dit"].description in str(e):
-            raise CheckpointError(f"{tokenizer_path} is a DiT^DH generator checkpoint, not a tokenizer: evaluate a "
+            raise CheckpointError(f"{tokenizer_path} is a generator checkpoint (train-dit), not a tokenizer: evaluate a "
                                   f"generator with `rectok sample` and then `rectok eval-samples` on its samples") \
                 from None
         raise
@@ -302,7 +305,7 @@ def _evaluate(d: distributed.Dist, tokenizer_path: str, cfg: EvalConfig, show_pr
     t0 = time.time()
     dev = d.device
     prec = resolve_precision(dev, precision)
-    model, meta = _load(tokenizer_path, weights, dev)
+    model, meta = _load(tokenizer_path, weights, dev, cfg.image_size)
     if not data and not meta.get("config"):
         raise RectokError(f"{tokenizer_path} records no training data: give --data")
     spec = data or meta["config"]["run"]["data"]

@@ -9,6 +9,10 @@ from rectok_core.config import WEIGHTS, check_choices, device_option, device_spe
 from rectok_core.errors import RectokError
 from rectok_core.flow.solvers import SOLVERS, solver_help
 
+#: ``--time-shift`` / ``--interval`` value meaning the generator family's official setting
+#: (``models.generators.base.SamplingDefaults``).
+AUTO = "auto"
+
 #: ``--cfg`` values: no guidance, classifier-free guidance, AutoGuidance (a smaller guide DiT).
 GUIDANCE = ("none", "cfg", "autoguidance")
 
@@ -54,8 +58,14 @@ class SampleConfig:
     scale: float = opt(1.0, "guidance scale w; 1 = no guidance (official AutoGuidance: 1.29)")
     guide: str = opt("", "guide DiT checkpoint for --cfg autoguidance, of the same family and latent space "
                          "(official: DiT^DH-S, 30 epochs)")
-    interval: str = opt("0,1", "guidance interval LO,HI in generator time (t = 0 noise, 1 data; a DiT's diffusion "
-                               "timestep k is t = 1 − k/1000); guided inside")
+    interval: str = opt(AUTO, "guidance interval LO,HI in generator time (t = 0 noise, 1 data; a DiT's diffusion "
+                              "timestep k is t = 1 − k/1000), guided inside; auto = the family's official one "
+                              "(LightningDiT 0.1,1: guided where t >= 0.10; the others 0,1)")
+    time_shift: str = opt(AUTO, "time-grid shift s of the velocity families, t_k = 1 − shift(1 − k/(N−1), s), s > 1 "
+                                "denser near the noise; auto = the family's official grid (DiT^DH sqrt(h·w·C/4096), "
+                                "SiT 1 = uniform, LightningDiT 1/0.3 = its timestep_shift 0.3); SiT's official "
+                                "integrator, dopri5, is not in rectok: euler/heun on its grid. Not for a DiT "
+                                "(diffusion respacing)")
     out: str = opt("samples", "sample folder (PNGs, samples.npz, grid.png, manifest.json)")
     batch_size: int = opt(256, "samples per model batch per process (results do not depend on it)")
     seed: int = opt(0, "noise seed: sample i's noise depends only on (seed, i)")
@@ -78,6 +88,7 @@ class SampleConfig:
         if not math.isfinite(self.scale) or self.scale < 0:
             raise RectokError(f"--scale must be a finite number >= 0, got {self.scale}")
         self.interval_range()
+        self.shift_value()
         if self.cfg == "autoguidance" and not self.guide:
             raise RectokError("--cfg autoguidance needs --guide GUIDE_CKPT (a smaller DiT of the same latent space)")
         if self.scale != 1.0 and self.cfg == "none":
@@ -86,7 +97,10 @@ class SampleConfig:
             raise RectokError(f"--guide is only used by --cfg autoguidance (got --cfg {self.cfg})")
         device_spec("device", self.device)
 
-    def interval_range(self) -> tuple[float, float]:
+    def interval_range(self, default: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+        """The guidance interval: ``--interval LO,HI``, or ``default`` (the family's) for ``auto``."""
+        if self.interval == AUTO:
+            return (float(default[0]), float(default[1]))
         parts = self.interval.split(",")
         try:
             lo, hi = (float(p) for p in parts)
@@ -95,6 +109,33 @@ class SampleConfig:
         if not 0.0 <= lo <= hi <= 1.0:
             raise RectokError(f"--interval {self.interval!r}: need 0 <= LO <= HI <= 1")
         return lo, hi
+
+    def shift_value(self) -> float | None:
+        """The ``--time-shift`` number, None for ``auto``; a one-line error for anything else."""
+        if self.time_shift == AUTO:
+            return None
+        try:
+            s = float(self.time_shift)
+        except ValueError:
+            raise RectokError(f"--time-shift {self.time_shift!r}: expected auto or a number > 0 such as 1") from None
+        if not math.isfinite(s) or s <= 0:
+            raise RectokError(f"--time-shift {self.time_shift!r}: need a finite number > 0 (1 = uniform grid)")
+        return s
+
+    def resolved(self, defaults, shape: tuple[int, int, int], prediction: str) -> tuple[float | None,
+                                                                                         tuple[float, float]]:
+        """(grid shift, guidance interval) for a generator whose family has sampling ``defaults``
+        (``models.generators.base.SamplingDefaults``) and latents of ``shape`` (C, h, w): the options, ``auto``
+        resolved to the family's. The shift is None for the diffusion family (``prediction`` epsilon), which
+        refuses an explicit ``--time-shift``."""
+        shift = self.shift_value()
+        if prediction == "epsilon":
+            if shift is not None:
+                raise RectokError(f"--time-shift {self.time_shift}: a DiT (diffusion) samples on its own respaced "
+                                  f"timesteps, not on a time grid; leave --time-shift auto")
+        elif shift is None:
+            shift = defaults.grid_shift(shape)
+        return shift, self.interval_range(defaults.interval)
 
     def guided(self) -> bool:
         """Whether guidance changes anything (a scale of 1 is plain conditional sampling)."""

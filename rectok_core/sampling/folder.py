@@ -3,10 +3,12 @@
 
 Per sample ``i`` (a global index): label ``i mod K`` (``transport.labels_for``: ``[0 … K−1]`` cycled, i.e. 50 per
 class for 50,000 ImageNet samples), initial noise from ``(seed, i)`` only (``transport.initial_noise``), then
-``--steps`` grid points ``t_k = 1 − shift(1 − k/(N−1))`` (N − 1 Euler updates, or Heun), the velocity being
+``--steps`` grid points ``t_k = 1 − shift(1 − k/(N−1), s)`` (N − 1 Euler updates, or Heun; ``--time-shift auto``:
+the family's official ``s``, ``GeneratorFamily.sampling``), the velocity being
 
 * ``none`` — the conditional velocity ``v(x, t, y)``;
-* ``cfg`` — ``v_u + w·(v_c − v_u)`` with the null class, on all channels, inside the guidance interval;
+* ``cfg`` — ``v_u + w·(v_c − v_u)`` with the null class, on all channels, inside the guidance interval
+  (``--interval auto``: the family's official one);
 * ``autoguidance`` — ``v_guide + w·(v_main − v_guide)``, both models with the same label (the guide is a smaller /
   less-trained DiT of the same latent space, e.g. DiT^DH-S at 30 epochs with w = 1.29).
 
@@ -46,8 +48,8 @@ from PIL import Image
 
 from rectok_core.checkpoints import LoadedDiT, load_dit, load_matching_tokenizer
 from rectok_core.errors import RectokError
-from rectok_core.flow.noise import timestep_shift
 from rectok_core.flow.transport import labels_for
+from rectok_core.models.generators import GENERATORS
 from rectok_core.sampling.config import SampleConfig, resolve_sampler  # noqa: F401 - SampleConfig re-exported
 from rectok_core.sampling.eta import estimate
 from rectok_core.sampling.generate import (
@@ -117,21 +119,30 @@ def write_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(f, format="PNG")
 
 
+def sampling_of(cfg: SampleConfig, dit: LoadedDiT) -> tuple[float | None, tuple[float, float]]:
+    """(time-grid shift, guidance interval) of ``cfg`` for ``dit``: ``auto`` is its family's official setting."""
+    mc = dit.model.config
+    return cfg.resolved(GENERATORS[dit.family].sampling, (mc.in_channels, mc.input_size, mc.input_size),
+                        dit.prediction)
+
+
 def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: LoadedDiT | None, precision: str,
                  world: int) -> dict[str, Any]:
     """The sample folder's manifest: what made the images (recipe §11.8), with ``complete`` false until the end."""
-    K, C, g = dit.model.num_classes, dit.model.config.in_channels, dit.model.config.input_size
+    K = dit.model.num_classes
+    shift, interval = sampling_of(cfg, dit)
     guided = cfg.guided()
     per_class = f"{cfg.n // K}" if cfg.n % K == 0 else f"{cfg.n // K} or {cfg.n // K + 1}"
     return {
         "format": SAMPLES_FORMAT, "version": VERSION, "complete": False, "n": cfg.n, "seed": cfg.seed,
         "steps": cfg.steps, "sampler": resolve_sampler(dit.prediction, cfg.sampler), "precision": precision,
         "guidance": {"method": cfg.cfg if guided else "none", "scale": cfg.scale if guided else 1.0,
-                     "interval": list(cfg.interval_range()) if guided else None,
+                     "interval": list(interval) if guided else None,
                      "guide": None if guide is None or not guided else
                      {"path": os.path.abspath(guide.path), "sha256": guide.sha256, "weights": guide.weights,
                       "step": guide.step},
-                     "requested": {"method": cfg.cfg, "scale": cfg.scale, "interval": cfg.interval}},
+                     "requested": {"method": cfg.cfg, "scale": cfg.scale, "interval": cfg.interval,
+                                   "time_shift": cfg.time_shift}},
         "dit": {"path": os.path.abspath(dit.path), "sha256": dit.sha256, "weights": dit.weights, "step": dit.step,
                 "family": dit.family},
         "tokenizer": {"path": os.path.abspath(tok_meta["path"]), "sha256": tok_meta["sha256"],
@@ -142,9 +153,11 @@ def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: Loade
                    "per_class": per_class},
         "classes": dit.classes,
         "noise": "transport.initial_noise(seed, index): per sample, independent of batch size and processes",
-        "time_grid": (f"t_k = 1 - shift(1 - k/(N-1)), shift = sqrt(h*w*C/4096) = {timestep_shift(g, g, C):.6g}"
-                      if dit.prediction == "velocity" else "official respacing of 1000 diffusion steps to N; "
-                      "per-step noise from diffusion.step_generators(seed, index)"),
+        "time_grid": ({"rule": "t_k = 1 - shift_time(1 - k/(N-1), shift)", "shift": shift,
+                       "source": "family default" if cfg.shift_value() is None else "--time-shift"}
+                      if dit.prediction == "velocity" else
+                      {"rule": "official respacing of 1000 diffusion steps to N; per-step noise from "
+                               "diffusion.step_generators(seed, index)", "shift": None}),
         "image_size": None, "files": "samples/{index:06d}.png", "npz": "samples.npz", "grid": "grid.png",
         "batch_size": cfg.batch_size, "world_size": world,
     }
@@ -152,8 +165,23 @@ def manifest_for(cfg: SampleConfig, dit: LoadedDiT, tok_meta: dict, guide: Loade
 
 # What must agree for a folder to be continued (everything that changes the pixels of sample i).
 _IDENTITY_KEYS = (("seed",), ("steps",), ("sampler",), ("precision",), ("guidance", "method"), ("guidance", "scale"),
-                  ("guidance", "interval"), ("dit", "sha256"), ("dit", "weights"), ("tokenizer", "sha256"),
-                  ("tokenizer", "weights"))
+                  ("guidance", "interval"), ("time_grid", "shift"), ("dit", "sha256"), ("dit", "weights"),
+                  ("tokenizer", "sha256"), ("tokenizer", "weights"))
+
+
+def _legacy_time_grid(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Manifests written before the families had their own grids describe it in a string (DiT^DH's shifted grid
+    ``... = S`` with S to 6 digits, or the diffusion respacing): read it as the structured ``time_grid``."""
+    grid = old.get("time_grid")
+    if not isinstance(grid, str):
+        return
+    shift = None
+    if grid.startswith("t_k"):
+        shift = grid.rsplit("= ", 1)[-1]
+        now = _get(new, ("time_grid", "shift"))
+        if isinstance(now, float) and f"{now:.6g}" == shift:
+            shift = now
+    old["time_grid"] = {"rule": grid, "shift": shift}
 
 
 def _get(d: dict, path: tuple[str, ...]) -> Any:
@@ -173,6 +201,7 @@ def _check_folder(out: Path, new: dict[str, Any]) -> dict[str, Any] | None:
             raise RectokError(f"--out {out} is not empty and holds no rectok sample manifest: choose another --out")
         return None
     old = read_format_json(mpath, SAMPLES_FORMAT, "rectok sample manifest: choose another --out")
+    _legacy_time_grid(old, new)
     pairs = [(k, _get(old, k), _get(new, k)) for k in _IDENTITY_KEYS]
     if _get(new, ("guidance", "guide")) is not None or _get(old, ("guidance", "guide")) is not None:
         pairs.append((("guide", "sha256"), _get(old, ("guidance", "guide", "sha256")),
@@ -307,20 +336,22 @@ def sample_in_group(dit_ckpt: str, cfg: SampleConfig, d: distributed.Dist) -> Sa
     mc = dit.model.config
     shape = (mc.in_channels, mc.input_size, mc.input_size)
     sampler = resolve_sampler(dit.prediction, cfg.sampler)
+    shift, interval = sampling_of(cfg, dit)
     velocity = build_velocity(RowPadded(maybe_compile(dit.model, compiled)), cfg.cfg, cfg.scale, dit.model.null_class,
                               RowPadded(maybe_compile(guide.model, compiled)) if guide is not None else None,
-                              cfg.interval_range(), dit.prediction, mc.in_channels)
+                              interval, dit.prediction, mc.in_channels)
     all_labels = labels_for(cfg.n, K)
     if d.is_main and mine:  # before any work: the defaults (50,000 × 150 steps) take days on a CPU
         est = estimate(lambda m, g: build_velocity(m, cfg.cfg, cfg.scale, dit.model.null_class,
-                                                   g if guide is not None else None, cfg.interval_range()),
+                                                   g if guide is not None else None, interval),
                        velocity, mc, guide.model.config if guide is not None else None, len(mine), cfg.batch_size,
                        cfg.steps, sampler if sampler != "ddpm" else "euler", dev, precision)
         logger.info("%s", est.line(cfg.steps, dev, len(pending), d.world_size))
     bar = progress(len(pending), 0, "sample", d.is_main, unit="img")
     for start in range(0, len(mine), cfg.batch_size):
         idx = torch.tensor(mine[start:start + cfg.batch_size], dtype=torch.long)
-        z = generate_latents(velocity, idx, all_labels[idx], cfg.seed, shape, cfg.steps, sampler, dev, precision)
+        z = generate_latents(velocity, idx, all_labels[idx], cfg.seed, shape, cfg.steps, sampler, dev, precision,
+                             shift)
         require_finite(z, "latents", idx)
         decoded = decode_latents(tokenizer, dit.stats, z, precision)
         require_finite(decoded, "images", idx)

@@ -2,7 +2,8 @@
 family), latents from seeds, decoding.
 
 Velocity families (DiT^DH, SiT, LightningDiT) integrate the guided velocity with a registered ODE solver on the
-shifted time grid; the epsilon family (DiT) runs its ancestral diffusion sampler (``ddpm``,
+family's time grid (``GeneratorFamily.sampling``: DiT^DH shifted by the latent shape, SiT uniform, LightningDiT its
+official shift); the epsilon family (DiT) runs its ancestral diffusion sampler (``ddpm``,
 :mod:`rectok_core.flow.diffusion`) with the guided noise prediction, its per-step noise also from ``(seed, index)``
 only, so a sample is the same whatever the batch size or number of processes."""
 from __future__ import annotations
@@ -29,10 +30,6 @@ from rectok_core.sampling.config import GUIDANCE, SAMPLERS, resolve_sampler  # n
 from rectok_core.utils.runtime import autocast
 
 logger = logging.getLogger(__name__)
-
-
-
-
 
 
 MIN_ROWS = 16
@@ -100,15 +97,16 @@ def build_velocity(model: VelocityFn, method: str, scale: float, null_class: int
 @torch.no_grad()
 def generate_latents(velocity: VelocityFn, indices: torch.Tensor, labels: torch.Tensor, seed: int,
                      shape: tuple[int, int, int], steps: int, method: str, device: torch.device,
-                     precision: str) -> torch.Tensor:
-    """Normalised latents ``(B, C, h, w)`` (fp32) of samples ``indices``: noise from ``(seed, index)``, the shifted
-    grid of ``steps`` points for this latent shape, ``method`` (a ``SOLVERS`` name) under ``precision`` autocast;
-    ``method="ddpm"``: the diffusion sampler on ``steps`` respaced timesteps, ``velocity`` the guided ε."""
+                     precision: str, shift: float | None = None) -> torch.Tensor:
+    """Normalised latents ``(B, C, h, w)`` (fp32) of samples ``indices``: noise from ``(seed, index)``, the grid
+    ``time_grid(steps, shift)`` (``shift`` None: the DiT^DH rule ``sqrt(h·w·C/4096)`` of this latent shape; a
+    family's own is ``family.sampling.grid_shift(shape)``), ``method`` (a ``SOLVERS`` name) under ``precision``
+    autocast; ``method="ddpm"``: the diffusion sampler on ``steps`` respaced timesteps, ``velocity`` the guided ε."""
     x0 = initial_noise(indices.cpu(), seed, shape).to(device)
     if method == "ddpm":
         with autocast(device, precision):
             return sample_ddpm(velocity, x0, labels.to(device), steps, step_generators(indices.cpu(), seed))
-    grid = time_grid(steps, timestep_shift(shape[1], shape[2], shape[0]), device)
+    grid = time_grid(steps, timestep_shift(shape[1], shape[2], shape[0]) if shift is None else shift, device)
     with autocast(device, precision):
         return sample_ode(velocity, x0, labels.to(device), grid, method)
 
@@ -139,13 +137,14 @@ def decode_latents(tokenizer: RecTok, stats: LatentStats, latents: torch.Tensor,
 @torch.no_grad()
 def preview_rows(model: torch.nn.Module, tokenizer: RecTok, stats: LatentStats, classes: list[int], per_class: int,
                  seed: int, steps: int, device: torch.device, precision: str) -> list[torch.Tensor]:
-    """One row of ``per_class`` images per class (Euler, or the family's own sampler, no guidance, fixed noise): the
-    training preview grid."""
+    """One row of ``per_class`` images per class (Euler on the family's official grid, or the family's own sampler,
+    no guidance, fixed noise): the training preview grid."""
     cfg = model.config
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
     labels = torch.tensor(classes).repeat_interleave(per_class)
-    method = resolve_sampler(GENERATORS[family_of_model(model)].prediction, "euler")
+    family = GENERATORS[family_of_model(model)]
+    method = resolve_sampler(family.prediction, "euler")
     z = generate_latents(conditional_velocity(RowPadded(model)), torch.arange(len(labels)), labels, seed, shape,
-                         steps, method, device, precision)
+                         steps, method, device, precision, family.sampling.grid_shift(shape))
     return list(decode_latents(tokenizer, stats, z, precision).split(per_class))
 

@@ -234,7 +234,7 @@ def write_outputs(cfg: SweepConfig, dit_ckpt: str, rows: list[SweepRow], best: S
     doc = {"format": SWEEP_FORMAT, "dit": os.path.abspath(dit_ckpt) if os.path.exists(dit_ckpt) else dit_ckpt,
            "guidance": cfg.cfg, "guide": os.path.abspath(cfg.guide) if cfg.guide else None, "n": cfg.n,
            "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed, "weights": cfg.weights,
-           "interval": cfg.interval, "reference": _reference_id(cfg), "selected_by": "lowest FID",
+           "interval": cfg.interval, "time_shift": cfg.time_shift, "reference": _reference_id(cfg), "selected_by": "lowest FID",
            "rows": [asdict(r) for r in rows], "best": {"scale": best.scale, "fid": best.fid},
            "final": asdict(final) if final else None}
     write_json_atomic(json_path, doc)

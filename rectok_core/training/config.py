@@ -21,6 +21,7 @@ from rectok_core.config import (
     strict_data_option,
     workers_option,
 )
+from rectok_core.data.config import TOKENIZER_IMAGE_SIZE_HELP
 from rectok_core.errors import RectokError
 from rectok_core.flow import OBJECTIVES
 from rectok_core.models.config import DIT_PRESETS, DiTConfig, TokenizerModelConfig
@@ -388,6 +389,11 @@ class DiTModelConfig:
         fraction("class_dropout", self.class_dropout)
         if self.name:
             parse_model_name(self.name)  # unknown: one line listing the known names
+            preset = dit_shape(self.size) if self.size in DIT_PRESETS else None
+            given = [f"--{k.replace('_', '-')}" for k in DIT_SHAPE if preset and getattr(self, k) != preset[k]]
+            if given:  # they shape the DiT^DH of --preset only: never silently ignored
+                raise RectokError(f"{', '.join(given)} shape the DiT^DH of --preset, not --model {self.name}, which "
+                                  f"has its registered shape: pick its size in the name (rectok generators)")
         for k in DIT_SHAPE:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int):
@@ -408,6 +414,8 @@ class DiTLatentConfig:
     tokenizer: str = opt("", "tokenizer checkpoint whose latents the DiT models (train-tokenizer / "
                              "finetune-decoder), or FAMILY:SOURCE of another family (rectok tokenizers)", required=True)
     tokenizer_weights: str = opt("ema", "tokenizer weights that encode the images", WEIGHTS)
+    image_size: int = opt(0, TOKENIZER_IMAGE_SIZE_HELP + "; recorded in the checkpoint, so sample and export "
+                             "decode at it")
     cache_latents: str = opt("", "latent-cache folder, built there when missing (see cache-latents); training "
                                  "then reads no image. Empty: encode the images every step (official)")
     stats_dir: str = opt("", "folder of latent-statistics files keyed by the tokenizer's sha256 (empty: "
@@ -422,6 +430,7 @@ class DiTLatentConfig:
         if not self.tokenizer:
             raise RectokError("--tokenizer is required: the tokenizer checkpoint whose latents the DiT models")
         positive("encode_batch_size", self.encode_batch_size)
+        nonneg("image_size", self.image_size)
 
 
 @dataclass

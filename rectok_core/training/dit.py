@@ -22,7 +22,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from rectok_core.checkpoints import load_tokenizer
-from rectok_core.checkpoints.families import absolute_spec, check_latent_fits, is_family_spec, load_any_tokenizer
+from rectok_core.checkpoints.families import (
+    absolute_spec,
+    check_image_size,
+    check_latent_fits,
+    is_family_spec,
+    load_any_tokenizer,
+)
 from rectok_core.data.latent_cache import ensure_latent_cache
 from rectok_core.data.latent_stats import (
     LatentStats,
@@ -190,9 +196,10 @@ def _train(cfg: DiTTrainConfig, d: distributed.Dist) -> Path:
         logger.info("init from %s: %s", cfg.init, LABEL_RULE)
 
     if is_family_spec(L.tokenizer):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
-        tokenizer, tmeta = load_any_tokenizer(L.tokenizer, device=dev)
+        tokenizer, tmeta = load_any_tokenizer(L.tokenizer, device=dev, image_size=L.image_size)
     else:
         tokenizer, tmeta = load_tokenizer(L.tokenizer, use_ema=L.tokenizer_weights == "ema", device=dev)
+        check_image_size(tokenizer, L.tokenizer, L.image_size)
     if resumed is not None and tmeta["sha256"] != resumed["tokenizer"]["sha256"]:
         raise CheckpointError(f"tokenizer {L.tokenizer} (sha256 {tmeta['sha256'][:12]}) is not the one the run in "
                               f"{R.out} trains on (sha256 {resumed['tokenizer']['sha256'][:12]})")

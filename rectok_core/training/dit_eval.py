@@ -3,8 +3,9 @@ model's samples, without guidance (``fid/ema``) and with the run's guidance sett
 
 Every evaluation generates the same ``--eval-images`` samples: sample ``i`` has label ``i mod K`` (class-balanced,
 :func:`~rectok_core.flow.transport.labels_for`) and noise from ``(seed, i)`` only (the sampling functions of
-:mod:`rectok_core.sampling.generate`: Euler on ``--eval-steps`` shifted grid points; a diffusion-family generator:
-its ancestral sampler on ``--eval-steps`` respaced steps), is decoded by the run's tokenizer, rounded to uint8 as a
+:mod:`rectok_core.sampling.generate`: Euler on ``--eval-steps`` points of the family's official grid, guided in its
+official interval, as ``rectok sample``'s ``auto`` defaults; a diffusion-family generator: its ancestral sampler on
+``--eval-steps`` respaced steps), is decoded by the run's tokenizer, rounded to uint8 as a
 sample folder's PNGs are, and goes through the FID InceptionV3. Rank ``r`` of ``W``
 makes samples ``r, r+W, …``; the features are gathered in index order, and rank 0 computes the metrics (the same
 dictionary is returned on every rank).
@@ -210,8 +211,12 @@ class DiTEvaluator:
         self.n, self.seed, self.steps, self.method, self.scale, self.guide = n, seed, steps, method, scale, guide
         self.batch_size, self.precision, self.weights = batch_size, precision, weights
         self.labels = labels_for(n, num_classes)  # fixed and class-balanced: i mod K
-        self.prediction = GENERATORS[family_of_model(model)].prediction  # velocity, or epsilon (diffusion)
+        family = GENERATORS[family_of_model(model)]
+        self.prediction = family.prediction  # velocity, or epsilon (diffusion)
         self.sampler = resolve_sampler(self.prediction, "euler")  # Euler, or the diffusion family's own sampler
+        # the family's official grid and guidance interval, as `rectok sample --time-shift auto --interval auto`
+        self.shift = family.sampling.grid_shift(shape) if self.prediction == "velocity" else None
+        self.interval = family.sampling.interval
 
     def variants(self) -> list[tuple[str, Any]]:
         """(metric suffix, velocity): no guidance, then the run's guidance (left out at scale 1: the same)."""
@@ -219,7 +224,7 @@ class DiTEvaluator:
         out = [("", build_velocity(model, "none", 1.0, null, None, (0.0, 1.0), *kind))]
         if self.scale != 1.0:
             guide = RowPadded(self.guide) if self.guide is not None else None
-            out.append(("_cfg", build_velocity(model, self.method, self.scale, null, guide, (0.0, 1.0), *kind)))
+            out.append(("_cfg", build_velocity(model, self.method, self.scale, null, guide, self.interval, *kind)))
         return out
 
     @torch.no_grad()
@@ -232,7 +237,7 @@ class DiTEvaluator:
         feats, logits, bad = [], [], torch.zeros((), dtype=torch.long, device=dev)
         for idx in mine.split(self.batch_size):
             z = generate_latents(velocity, idx, self.labels[idx], self.seed, self.shape, self.steps, self.sampler, dev,
-                                 self.precision)
+                                 self.precision, self.shift)
             img = decode_latents(self.tokenizer, self.stats, z, self.precision)
             finite = torch.isfinite(img.reshape(len(idx), -1)).all(1)
             bad += (~finite).sum()

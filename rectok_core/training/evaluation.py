@@ -57,6 +57,24 @@ METRIC_LABELS = {"psnr": "PSNR (dB, higher is better)", "ssim": "SSIM (higher is
                  "fid_cfg": "FID with guidance (lower is better)", "is": "Inception Score (higher is better)",
                  "precision": "precision (higher is better)", "recall": "recall (higher is better)"}
 
+#: Metric-name prefixes whose values are better when higher (``precision_cfg``, ``recall_cfg`` included).
+HIGHER_IS_BETTER = ("precision", "recall")
+
+
+def metric_label(metric: str) -> str:
+    """The axis label of ``metric`` (a name before ``/weights``): :data:`METRIC_LABELS`, ``NAME_cfg`` as
+    "… with guidance", any other precision/recall name "(higher is better)"; else the name itself."""
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    base = metric.removesuffix("_cfg")
+    if base != metric and base in METRIC_LABELS:
+        name, _, rest = METRIC_LABELS[base].partition(" (")
+        return f"{name} with guidance ({rest}"
+    if metric.startswith(HIGHER_IS_BETTER):
+        return f"{metric} (higher is better)"
+    return metric
+
+
 #: Runs shorter than this get no automatic evaluation (``--eval-every`` unset): a tenth of them is too few steps.
 AUTO_MIN_STEPS = 100
 
@@ -190,9 +208,9 @@ def draw_eval_curves(metrics_path: str | Path, out: str | Path) -> Path | None:
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o", ms=3, label=WEIGHT_LABELS.get(w, w))
-        ax.set_title(METRIC_LABELS.get(metric, metric).split(" (")[0])
+        ax.set_title(metric_label(metric).split(" (")[0])
         ax.set_xlabel("training step")
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_ylabel(metric_label(metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

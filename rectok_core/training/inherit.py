@@ -108,7 +108,7 @@ def inherit(overrides: dict[str, Any], src: TokenizerSettings, presets: dict | N
         lost = not os.path.isabs(src.data) and absolute_spec(src.data) == src.data and src.data not in KEYWORD_SPECS
         taken.append(f"data {src.data}" + (" (a path relative to the folder the training ran in, not found from "
                                            "here: give --data)" if lost else ""))
-    taken.append(f"image size {src.image_size}")
+    taken.append(f"image size {(overrides.get('image_size') if src.model is None else None) or src.image_size}")
     line = f"using {', '.join(taken)} from {src.path}"
     data = overrides.get(data_key or "data")
     if eval_split and not overrides.get(eval_split) and data:
@@ -276,7 +276,11 @@ def dit_run_config(overrides: dict[str, Any], show: Callable[[str], None] = _qui
         return build_config(DiTTrainConfig, DIT_TRAIN_PRESETS, preset, overrides)
     if preset not in DIT_TRAIN_PRESETS:
         raise RectokError(f"unknown preset {preset!r}; choose one of {', '.join(DIT_TRAIN_PRESETS)}")
-    out = overrides.get("out") or DIT_TRAIN_PRESETS[preset].get("run", {}).get("out") or DiTTrainConfig().run.out
+    named = preset
+    if not given and overrides.get("tokenizer"):  # the folder a new run on this tokenizer defaulted to
+        named = DIT_PRESET_FOR_TOKENIZER.get(TokenizerSettings.of(overrides["tokenizer"]).preset or "", preset)
+    named = named if named in DIT_TRAIN_PRESETS else preset
+    out = overrides.get("out") or DIT_TRAIN_PRESETS[named].get("run", {}).get("out") or DiTTrainConfig().run.out
     ck = open_checkpoint(RunDir(out, True, False).latest, "dit")
     moved = {k: overrides.pop(k) for k in DIT_RESUME_PATHS if overrides.get(k) is not None}
     tuned = {k: overrides.pop(k) for k in RESUME_OPTIM if overrides.get(k) is not None}

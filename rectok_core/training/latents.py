@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rectok_core.checkpoints import is_family_spec, load_any_tokenizer, load_tokenizer
+from rectok_core.checkpoints.families import check_image_size
 from rectok_core.data.config import CacheLatentsConfig
 from rectok_core.data.latent_cache import LatentCache, ensure_latent_cache
 from rectok_core.errors import RectokError
@@ -21,9 +22,10 @@ def cache_latents(tokenizer_path: str, cfg: CacheLatentsConfig) -> LatentCache:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         if is_family_spec(tokenizer_path):  # FAMILY:SOURCE: another tokenizer family (rectok tokenizers)
-            tokenizer, meta = load_any_tokenizer(tokenizer_path, device=d.device)
+            tokenizer, meta = load_any_tokenizer(tokenizer_path, device=d.device, image_size=cfg.image_size)
         else:
             tokenizer, meta = load_tokenizer(tokenizer_path, use_ema=cfg.weights == "ema", device=d.device)
+            check_image_size(tokenizer, tokenizer_path, cfg.image_size)
         if not cfg.data and not meta.get("config"):
             raise RectokError(f"{tokenizer_path} records no training data: give --data")
         data = cfg.data or meta["config"]["run"]["data"]

@@ -83,13 +83,20 @@ class Batches:
 
 
 
-def config_changes(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """``{dotted.key: (old, new)}`` for the settings a resume changed (``run.resume`` itself left out)."""
+def config_changes(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> dict[str, tuple[Any, Any]]:
+    """``{dotted.key: (old, new)}`` for the settings a resume changed (``run.resume`` itself left out).
+
+    A setting the saved config lacks (added to rectok after the run started) counts as changed only when the new
+    value differs from its default in ``defaults`` (the config class's defaults, same nesting)."""
     out: dict[str, tuple[Any, Any]] = {}
+    defaults = defaults or {}
     for k in sorted(set(old) | set(new)):
         key, a, b = f"{prefix}{k}", old.get(k), new.get(k)
+        default = defaults.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out.update(config_changes(a, b, f"{key}."))
+            out.update(config_changes(a, b, f"{key}.", default if isinstance(default, dict) else None))
+        elif k not in old and k in defaults and b == default:
+            continue
         elif a != b and key != "run.resume":
             out[key] = (a, b)
     return out
@@ -137,7 +144,7 @@ class TrainLoop:
             self.step = resumed["step"]
             self.window_state = resumed.get("metric_window")
             self.best = resumed.get("best") if R.resume else None  # --resume-from: a new folder, its own best.pt
-            changed = config_changes(resumed["config"], to_dict(self.cfg))
+            changed = config_changes(resumed["config"], to_dict(self.cfg), defaults=to_dict(type(self.cfg)()))
             if source != run.latest:  # --resume-from: the new folder is no change of setting
                 changed = {k: v for k, v in changed.items() if k not in ("run.out", "run.resume_from")}
             if run.is_main:

@@ -134,7 +134,7 @@ def _cases(trained, root):
         out.append((f"{f}-cfg", sample_args(ckpt, root / f"{f}-cfg", "--cfg", "cfg", "--scale", "2.5",
                                             "--interval", "0.1,1")))
         out.append((f"{f}-ag", sample_args(ckpt, root / f"{f}-ag", "--cfg", "autoguidance", "--scale", "1.5",
-                                           "--guide", str(guide_of(ckpt)))))
+                                           "--guide", str(guide_of(ckpt)), "--interval", "0,1")))
     return out
 
 

@@ -82,3 +82,29 @@ def test_without_model_the_preset_dit_dh_is_built():
     assert m.generator() == ("dit-dh", "tiny", m.shape()) and m.label().startswith("DiT^DH")
     assert DiTModelConfig(name="DiTDDT_xl").generator() == ("dit-dh", "xl", {})
     assert DiTModelConfig(name="LightningDiT_xl").label() == "lightningdit-xl"
+
+
+def test_dit_dh_shape_options_with_another_model_are_an_error_not_ignored():
+    DiTModelConfig(name="sit-tiny", size="S").validate()  # the preset's own shape: nothing was given
+    with pytest.raises(RectokError, match=r"^--width, --heads, --head-depth shape the DiT\^DH of --preset, not --model sit-t"):
+        DiTModelConfig(name="sit-tiny", size="S", width=128, heads=4, head_depth=3).validate()
+
+
+def test_rectok_generators_lists_every_family_its_models_and_official_names():
+    from typer.testing import CliRunner
+
+    from rectok_cli.main import app
+    from rectok_core.models.generators import GENERATORS, generator_table
+
+    rows = {row["family"]: row for row in generator_table()}
+    assert set(rows) == set(GENERATORS.names())
+    r = CliRunner().invoke(app, ["generators"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    for family in GENERATORS.values():
+        assert family.name in r.output and family.objective in r.output
+        for size in family.sizes:  # every model name train-dit --model takes, and every official alias
+            assert family.model_name(size) in rows[family.name]["models"]
+        for alias in family.official:
+            assert alias in rows[family.name]["official"]
+        if family.prediction == "epsilon":
+            assert "ddpm" in rows[family.name]["sampling"]

@@ -79,7 +79,7 @@ def test_changed_weights_file_is_refused(models, tmp_path):
     (folder / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match the sha256"):
         Tokenizer.from_pretrained(folder, device="cpu")
-    with pytest.raises(CheckpointError, match="holds a RecTok tokenizer .* but a DiT"):
+    with pytest.raises(CheckpointError, match="holds a RecTok tokenizer .* but a generator"):
         Generator.from_pretrained(models / "export" / "tok", device="cpu")
 
 

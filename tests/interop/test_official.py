@@ -312,3 +312,16 @@ def test_decoder_finetune_of_an_imported_stage1_starts_as_the_official_run(offic
     assert enc and any(not torch.equal(raw[k], ema[k]) for k in enc)
     for weights in ("model", "ema"):
         assert all(torch.equal(ft[weights][k], raw[k]) for k in enc), weights
+
+
+def test_a_dit_dh_with_trunk_and_head_equally_wide_is_one_line_not_a_wrong_split():
+    from rectok_core.interop.official import dit_config
+
+    w, c = 64, 4
+    state = {"s_embedder.proj.weight": torch.zeros(w, c, 1, 1), "x_embedder.proj.weight": torch.zeros(w, c, 1, 1),
+             "pos_embed": torch.zeros(1, 16, w)}
+    state.update({f"blocks.{i}.adaLN_modulation.1.weight": torch.zeros(6 * w, w) for i in range(3)})
+    with pytest.raises(CheckpointError) as e:
+        dit_config(state, heads="4,4")
+    msg = _one_line(e)
+    assert "both 64 wide" in msg and "3 blocks" in msg

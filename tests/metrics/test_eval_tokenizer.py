@@ -262,7 +262,7 @@ def test_bad_input_gives_one_line_errors(tok, tmp_path, case):
     if case == "dit":
         ckpt = str(tmp_path / "dit.pt")
         checkpoint.save_atomic({"format": "rectok", "version": 1, "kind": "dit", "config": {}}, ckpt)
-        expect = "holds a DiT^DH generator (train-dit), but a RecTok tokenizer"
+        expect = "holds a generator (train-dit), but a RecTok tokenizer"
     elif case == "n0":
         extra, expect = ["-n", "0"], "-n must be positive, got 0"
     elif case == "n_too_large":

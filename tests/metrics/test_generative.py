@@ -112,3 +112,25 @@ def test_inception_score_equals_the_reference_implementation() -> None:
     assert inception_score(confident, splits=1)[0] == pytest.approx(4.0, rel=1e-6)
     with pytest.raises(RectokError, match="splits"):
         inception_score(logits[:5])
+
+
+def test_a_sample_folder_as_reference_counts_its_samples_not_its_grid(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from rectok_core.metrics.generator_eval import evaluate_samples
+    from rectok_core.sampling.folder import SAMPLES_FORMAT, png_path
+
+    rng = np.random.default_rng(0)
+    ref = tmp_path / "ref"
+    for i in range(3):
+        png_path(ref, i).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(png_path(ref, i))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(ref / "grid.png")
+    (ref / "manifest.json").write_text(json.dumps({"format": SAMPLES_FORMAT, "complete": True, "n": 3,
+                                                   "labels": {"num_classes": 3}}))
+    samples = rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", samples)
+    out = evaluate_samples(tmp_path / "s.npz", ref_folder=str(ref), progress=False)
+    assert out["manifest"]["reference"]["num_images"] == 3  # grid.png is no reference image

@@ -178,7 +178,7 @@ def test_bad_input_gives_one_line_errors(tokenizers, tmp_path, case):
         ck = tmp_path / "dit.pt"
         checkpoint.save_atomic({"format": "rectok", "version": 1, "kind": "dit", "config": {}, "model": {}}, ck)
         args = ["probe-flow", str(ck), "--data", "digits", "--out", str(tmp_path / "out")]
-        expect = "holds a DiT^DH generator"
+        expect = "holds a generator (train-dit)"
     elif case == "unlabelled":
         for split in ("train", "val"):
             (tmp_path / "flat" / split).mkdir(parents=True)

@@ -277,6 +277,11 @@ def test_wrong_family_files_are_one_line(tmp_path):
     _one_line(f"va-vae:{ldm_file('mar-kl16', tmp_path)}", "16 latent channels", "va-vae has 32", "mar-kl16:")
     _one_line(f"detok:{ldm_file('va-vae', tmp_path)}", "no l-DeTok encoder", "a KL autoencoder")
     _one_line(f"detok:{tok}", "a rectok checkpoint", "rectok:FILE")
+    gen = tmp_path / "gen.pt"  # a train-dit checkpoint is no tokenizer of any family
+    torch.save({"format": "rectok", "generator": {"family": "sit", "config": {}},
+                "model": {"t_embedder.mlp.0.weight": torch.zeros(2, 2), "blocks.0.attn.qkv.weight": torch.zeros(6, 2)}}, gen)
+    _one_line(f"sd-vae:{gen}", "no KL autoencoder", "a generator checkpoint, not a tokenizer")
+    _one_line(f"detok:{gen}", "a rectok generator checkpoint, not an l-DeTok one")
     _one_line(f"sd-vae:{detok_file(tmp_path)}", "no KL autoencoder", "detok:FILE")
     _one_line(f"rectok:{ldm_file('va-vae', tmp_path)}", "not a rectok checkpoint", "32 latent channels: va-vae:FILE")
     _one_line(str(detok_file(tmp_path)), "an l-DeTok file: detok:FILE")
@@ -335,6 +340,9 @@ def test_python_api_takes_family_names_in_0_1(tmp_path):
         img_ref = ref.decode(z_ref).sample.clamp(-1, 1).add(1).div(2)
     z = tok.encode(x)
     assert rel(z, z_ref) < 1e-5 and rel(tok.decode(z), img_ref) < 1e-5
+    # normalize=True uses the family's published normalisation, (z − 0.1159)·0.3611, with no data pass
+    assert rel(tok.encode(x, normalize=True), (z_ref - 0.1159) * 0.3611) < 1e-5
+    assert rel(tok.decode((z_ref - 0.1159) * 0.3611, normalized=True), img_ref) < 1e-5
 
 
 def test_hub_ids_load_with_diffusers_from_pretrained_and_the_family_subfolder(monkeypatch):

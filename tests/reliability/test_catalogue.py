@@ -178,7 +178,7 @@ CASES = [
     ("finetune-missing", lambda W, T: (["finetune-decoder", T / "nope.pt", "--out", T / "r"], None),
      "checkpoint not found", 1),
     ("finetune-dit-checkpoint", lambda W, T: (["finetune-decoder", W["dit"], "--out", T / "r"], None),
-     "holds a DiT^DH generator", 1),
+     "holds a generator (train-dit)", 1),
     ("eval-zero-byte", lambda W, T: (["eval", W["w"] / "zero.pt", "--out", T / "e"], None), "the file is empty", 1),
     ("cache-latents-truncated", lambda W, T: (["cache-latents", W["w"] / "trunc.pt", "--out", T / "c"], None),
      "truncated or corrupt", 1),

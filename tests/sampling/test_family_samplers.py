@@ -1,6 +1,7 @@
 """Each family's sampler with fixed noise equals the official sampler's output (tests/data/generators, recorded
-from the official RecTok code at ee87aaf): SiT and LightningDiT through rectok's Euler solver and CFG (with
-LightningDiT's guidance interval t >= 0.1) on the official grids; DiT through rectok's ancestral sampler (diffusers'
+from the official RecTok code at ee87aaf): SiT and LightningDiT through ``rectok sample``'s own path
+and defaults (``--time-shift auto --interval auto``: the family's official grid and guidance interval, LightningDiT
+guided where t >= 0.1; Euler); DiT through rectok's ancestral sampler (diffusers'
 DDPMScheduler on the official respacing) and its ε-channel CFG, with the official per-step noise injected."""
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 import torch
 from diffusers.schedulers import scheduling_ddpm
 
+from rectok_core.errors import RectokError
 from rectok_core.flow.diffusion import respaced_timesteps, sample_ddpm
-from rectok_core.flow.solvers import sample_ode
 from rectok_core.flow.transport import time_grid
 from rectok_core.models.generators import GENERATORS
+from rectok_core.sampling import generate
+from rectok_core.sampling.config import SampleConfig, resolve_sampler
 from rectok_core.sampling.generate import build_velocity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
@@ -35,20 +38,43 @@ def official_model(family: str):
     return model.eval(), torch.load(DATA / f"{family}.pt")
 
 
-@pytest.mark.parametrize("family,interval", [("sit", (0.0, 1.0)), ("lightningdit", (0.1, 1.0))])
-def test_velocity_families_euler_and_cfg_equal_official(family, interval):
+@pytest.mark.parametrize("family", ["sit", "lightningdit"])
+def test_velocity_families_default_sampling_equals_official(family, monkeypatch):
+    """``rectok sample``'s defaults resolved for the family (as ``folder.sampling_of`` does), then its
+    ``build_velocity`` + ``generate_latents`` with the recorded initial noise, reproduce the official sampler."""
     model, v = official_model(family)
-    z, y, grid = v["sample_z"], v["sample_y"], v["sample_grid"]
+    z, y = v["sample_z"], v["sample_y"]
+    fam, c = GENERATORS[family], model.config
+    shape = (c.in_channels, c.input_size, c.input_size)
+    monkeypatch.setattr(generate, "initial_noise", lambda indices, seed, shape: z[indices])
     for key, scale in (("sample", 1.0), ("sample_cfg", 1.5)):
-        velocity = build_velocity(model, "cfg" if scale != 1 else "none", scale, model.null_class, None, interval)
-        out = sample_ode(velocity, z, y, grid, "euler")
+        cfg = SampleConfig(n=2, steps=len(v["sample_grid"]), cfg="cfg" if scale != 1 else "none", scale=scale)
+        cfg.validate()
+        shift, interval = cfg.resolved(fam.sampling, shape, fam.prediction)
+        torch.testing.assert_close(time_grid(cfg.steps, shift), v["sample_grid"], rtol=1e-6, atol=1e-6)
+        velocity = build_velocity(model, cfg.cfg, cfg.scale, model.null_class, None, interval)
+        out = generate.generate_latents(velocity, torch.arange(2), y, cfg.seed, shape, cfg.steps,
+                                        resolve_sampler(fam.prediction, cfg.sampler), torch.device("cpu"), "fp32",
+                                        shift)
         torch.testing.assert_close(out, v[key], rtol=1e-5, atol=1e-5, msg=f"{family} {key}")
 
 
-def test_lightningdit_release_grid_is_rectoks_shifted_grid():
-    """The official LightningDiT grid (timestep_shift 0.3) is rectok's ``time_grid`` at shift 1/0.3."""
-    _, v = official_model("lightningdit")
-    torch.testing.assert_close(time_grid(5, 1 / 0.3), v["sample_grid"], rtol=1e-6, atol=1e-6)
+def test_family_sampling_defaults_and_overrides():
+    """auto = the family's official grid and interval (DiT^DH: today's resolution-shifted grid, guided everywhere);
+    explicit values win; a DiT (diffusion) refuses a time grid."""
+    shape = (16, 8, 8)
+    auto = SampleConfig()
+    assert auto.resolved(GENERATORS["dit-dh"].sampling, shape, "velocity") == (0.5, (0.0, 1.0))
+    assert auto.resolved(GENERATORS["sit"].sampling, shape, "velocity") == (1.0, (0.0, 1.0))
+    assert auto.resolved(GENERATORS["lightningdit"].sampling, shape, "velocity") == (1 / 0.3, (0.1, 1.0))
+    assert auto.resolved(GENERATORS["dit"].sampling, shape, "epsilon") == (None, (0.0, 1.0))
+    given = SampleConfig(time_shift="2", interval="0.2,0.9")
+    assert given.resolved(GENERATORS["lightningdit"].sampling, shape, "velocity") == (2.0, (0.2, 0.9))
+    with pytest.raises(RectokError, match="--time-shift 2: a DiT"):
+        given.resolved(GENERATORS["dit"].sampling, shape, "epsilon")
+    for bad in ("0", "-1", "nan", "x"):
+        with pytest.raises(RectokError, match="--time-shift"):
+            SampleConfig(time_shift=bad).validate()
 
 
 @pytest.mark.parametrize("key,scale", [("sample", 1.0), ("sample_cfg", 1.5)])

@@ -85,7 +85,7 @@ def test_atomic_save_and_kind_check(tmp_path):
     checkpoint.save_atomic({"format": "rectok", "kind": "dit", "x": torch.ones(2)}, p)
     assert list(tmp_path.iterdir()) == [p]  # no temp file left behind
     assert open_checkpoint(p, "dit")["x"].tolist() == [1.0, 1.0]
-    with pytest.raises(CheckpointError, match="holds a DiT.*RecTok tokenizer.*is needed"):
+    with pytest.raises(CheckpointError, match="holds a generator.*RecTok tokenizer.*is needed"):
         open_checkpoint(p, "tokenizer")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_image_folder
+from matplotlib.axes import Axes
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -172,19 +173,25 @@ def test_finetune_decoder_with_evaluation_stopped_with_steps_and_resumed(runs, w
 # ----------------------------------------------------------------------------------------------------------------
 # Pieces (no Inception)
 
-def test_re_evaluated_step_keeps_the_newest_record(tmp_path):
-    """A run killed after its step-4 evaluation but before the step-4 checkpoint evaluates step 4 again."""
+def test_re_evaluated_step_keeps_the_newest_record(tmp_path, monkeypatch):
+    """A run killed after its step-4 evaluation but before the step-4 checkpoint evaluates step 4 again; the curves
+    label each metric with its direction (precision/recall ones, guided ones too, are higher-is-better)."""
     lines = [{"event": "eval", "step": 2, "psnr/raw": 10.0, "psnr/ema": 9.0},
              {"step": 3, "loss": 0.1},
              {"event": "eval", "step": 4, "psnr/raw": 11.0, "psnr/ema": 10.0},
              {"event": "resume", "step": 2},
              {"event": "eval", "step": 4, "psnr/raw": 12.0, "psnr/ema": 11.0},
              {"event": "eval", "step": 4, "psnr": 30.0},  # `rectok eval --log` of a checkpoint: not a curve point
-             {"event": "eval", "step": 6, "psnr/raw": 13.0, "psnr/ema": 12.0, "rfid/ema": 5.0}]
+             {"event": "eval", "step": 6, "psnr/raw": 13.0, "psnr/ema": 12.0, "rfid/ema": 5.0,
+              "precision_cfg/ema": 0.7, "recall/ema": 0.5, "recall_cfg/ema": 0.6}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     recs = eval_records(tmp_path / "metrics.jsonl")
     assert [(r["step"], r["psnr/raw"]) for r in recs] == [(2, 10.0), (4, 12.0), (6, 13.0)]
+    ylabels = []
+    monkeypatch.setattr(Axes, "set_ylabel", lambda ax, label, *a, **k: ylabels.append(label))
     png = draw_eval_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png")
+    assert {"precision with guidance (higher is better)", "recall (higher is better)",
+            "recall with guidance (higher is better)", "rFID (lower is better)"} <= set(ylabels)
     with Image.open(png) as im:
         assert im.format == "PNG"
     (tmp_path / "empty.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")

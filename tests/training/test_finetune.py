@@ -59,4 +59,4 @@ def test_finetune_rejects_a_generator_checkpoint(tmp_path):
     bogus = tmp_path / "dit.pt"
     checkpoint.save_atomic({"format": "rectok", "version": 1, "kind": "dit", "config": {}}, bogus)
     r = runner.invoke(app, ["finetune-decoder", str(bogus), "--preset", "tiny", "--out", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "holds a DiT^DH generator" in r.output
+    assert r.exit_code == 1 and "holds a generator (train-dit)" in r.output

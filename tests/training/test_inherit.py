@@ -64,3 +64,9 @@ def test_train_tokenizer_without_preset_or_data_names_the_preset(tmp_path):
     assert "--preset tiny" in r.output and "--data" in r.output
     r = runner.invoke(app, ["train-tokenizer", "--data", str(tmp_path), "--print-config"])
     assert r.exit_code == 0 and json.loads(r.stdout)["model"]["image_size"] == 256  # --data given: the base preset
+
+
+def test_train_dit_resume_looks_in_the_folder_a_new_run_on_the_tokenizer_used(tiny_tok, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no --out: a new run went to the tokenizer's preset folder (runs/tiny-dit)
+    r = runner.invoke(app, ["train-dit", "--tokenizer", str(tiny_tok), "--resume"])
+    assert r.exit_code == 1 and "no checkpoint to resume from at runs/tiny-dit/checkpoints/latest.pt" in r.output

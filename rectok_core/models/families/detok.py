@@ -75,7 +75,8 @@ def _read(path: Path, where: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{where}: cannot read it as an l-DeTok checkpoint ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:120]})") from None
     if isinstance(obj, dict) and obj.get("format") == "rectok":
-        raise CheckpointError(f"{where}: a rectok checkpoint, not an l-DeTok one (rectok:FILE)")
+        what = "a rectok generator checkpoint" if "generator" in obj or "dit_config" in obj else "a rectok checkpoint"
+        raise CheckpointError(f"{where}: {what}, not an l-DeTok one" + ("" if "generator" in what else " (rectok:FILE)"))
     for key in ("model_ema", "model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]

@@ -41,24 +41,28 @@ class KLAutoencoder(LatentTokenizer):
 def load_diffusers_vae(source: str, local: Path | None, subfolder: str | None, where: str, revision: str | None = None):
     """A diffusers ``AutoencoderKL`` from a local folder or file (``local``) or the Hub id ``source``."""
     from diffusers import AutoencoderKL
+    from diffusers.utils import is_accelerate_available
 
+    low_mem = is_accelerate_available()  # without accelerate, asking for it only prints a multi-line warning
     if local is None:
         try:
-            return AutoencoderKL.from_pretrained(source, subfolder=subfolder, revision=revision)
+            return AutoencoderKL.from_pretrained(source, subfolder=subfolder, revision=revision,
+                                                 low_cpu_mem_usage=low_mem)
         except Exception as e:  # noqa: BLE001 - any hub failure is one line
             raise CheckpointError(f"cannot load {where} from the Hugging Face Hub: {type(e).__name__}: "
                                   f"{' '.join(str(e).split())[:200]}") from None
     if local.is_dir():
         for folder in (local, local / (subfolder or "vae")):
             if (folder / "config.json").is_file():
-                return AutoencoderKL.from_pretrained(str(folder))
+                return AutoencoderKL.from_pretrained(str(folder), low_cpu_mem_usage=low_mem)
         raise CheckpointError(f"{where}: {local} holds no diffusers autoencoder (no config.json, nor vae/config.json)")
     sd = read_state_dict(local)
     kind = layout(sd)
     if kind == "ldm":
         sd = ldm_to_diffusers(sd, where)
     elif kind != "diffusers":
-        hint = " (a ViT tokenizer: rectok:FILE or detok:FILE)" if kind == "vit" else ""
+        hint = {"vit": " (a ViT tokenizer: rectok:FILE or detok:FILE)",
+                "generator": " (a generator checkpoint, not a tokenizer)"}.get(kind, "")
         raise CheckpointError(f"{where}: {local} holds no KL autoencoder (neither diffusers nor LDM layout){hint}")
     return build_autoencoder_kl(sd, where)
 

@@ -57,12 +57,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def layout(sd: dict[str, torch.Tensor]) -> str:
-    """``"diffusers"``, ``"ldm"``, ``"vit"`` (a RecTok/l-DeTok ViT tokenizer) or ``"unknown"``, from the key names."""
+    """``"diffusers"``, ``"ldm"``, ``"vit"`` (a RecTok/l-DeTok ViT tokenizer), ``"generator"`` (a DiT of any family)
+    or ``"unknown"``, from the key names."""
     keys = list(sd)
     if any(k.startswith("encoder.down_blocks.") for k in keys):
         return "diffusers"
     if any(k.startswith("encoder.down.") for k in keys):
         return "ldm"
+    if any(k.startswith(("t_embedder.", "y_embedder.")) for k in keys):
+        return "generator"
     if any(".blocks." in k or k.startswith("blocks.") or ".transformer." in k for k in keys):
         return "vit"
     return "unknown"

@@ -21,7 +21,8 @@ GENERATORS: Registry = Registry("generator family", option="--model")
 GENERATORS.declare("dit-dh", "rectok_core.models.generators.dit_dh",
                    "DiT^DH: DiT trunk + wide DDT head, shifted-t flow matching (RecTok, RAE)")
 GENERATORS.declare("lightningdit", "rectok_core.models.generators.lightningdit",
-                   "LightningDiT: SwiGLU, RoPE, RMSNorm transformer, log-normal t + cosine loss "
+                   "LightningDiT: SwiGLU, RoPE, RMSNorm transformer, log-normal t, MSE (+ cosine loss: --objective "
+                   "flow-lognorm-cosine) "
                    "(official LightningDiT_models)")
 GENERATORS.declare("sit", "rectok_core.models.generators.sit",
                    "SiT: DiT transformer (adaLN-Zero, sin-cos positions) trained on the linear flow "
@@ -125,3 +126,22 @@ def family_of_model(model: Any) -> str:
         if isinstance(model, family.model_class):
             return family.name
     raise RectokError(f"{type(model).__name__} is not a registered generator family's network")
+
+
+def generator_table() -> list[dict[str, str]]:
+    """One row per family for ``rectok generators``: its name, model names, official names, training objective,
+    prediction, how it samples and its description (imports every family)."""
+    rows = []
+    for family in GENERATORS.values():
+        sampling = getattr(family, "sampling", None)
+        if family.prediction == "epsilon":
+            how = "ddpm (its own ancestral sampler)"
+        elif sampling is None:
+            how = "ODE (euler/heun/ab2)"
+        else:
+            shift = "sqrt(h·w·C/4096)" if isinstance(sampling.shift, str) else f"{float(sampling.shift):.4g}"
+            how = f"ODE (euler/heun/ab2), grid shift {shift}, guidance on t in {list(sampling.interval)}"
+        rows.append({"family": family.name, "models": ", ".join(family.model_name(s) for s in family.sizes),
+                     "official": ", ".join(family.official) or "-", "objective": family.objective,
+                     "prediction": family.prediction, "sampling": how, "description": family.description})
+    return rows

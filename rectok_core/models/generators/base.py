@@ -14,6 +14,10 @@ Model contract: ``model.config`` is the config dataclass (``in_channels``, ``inp
   the velocity ``x1 − x0`` (families with another time convention convert inside ``forward``);
 * ``"epsilon"``: t is the diffusion timestep index in [0, 1000) as a float, output the noise prediction
   (``in_channels`` channels) followed, when the family learns the variance, by ``in_channels`` variance channels.
+
+Each family also owns its official sampling recipe (:class:`SamplingDefaults`): the time grid of the velocity ODE
+and the guidance interval that ``rectok sample --time-shift auto --interval auto``, train-dit's evaluation and its
+previews use.
 """
 from __future__ import annotations
 
@@ -21,9 +25,44 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rectok_core.flow.noise import timestep_shift
 from rectok_core.models.generators import GENERATORS
 
 PREDICTIONS = ("velocity", "epsilon")
+
+
+#: ``SamplingDefaults.shift`` of the DiT^DH rule: the shift depends on the latent shape.
+RESOLUTION_SHIFT = "resolution"
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A family's official sampling recipe, in rectok's conventions (t = 0 noise, t = 1 data).
+
+    ``shift``: the time grid ``t_k = 1 − shift_time(1 − k/(N−1), s)`` (``flow.transport.time_grid``) of the
+    velocity families, either a number ``s`` (1 = uniform) or :data:`RESOLUTION_SHIFT`, the DiT^DH rule
+    ``s = sqrt(h·w·C/4096)`` of the latent shape; unused by the diffusion family (its own respacing).
+    ``interval``: the guidance interval ``(lo, hi)``: guided where ``lo <= t <= hi``, conditional elsewhere.
+    ``note``: where the recipe comes from (CLI help, README)."""
+
+    shift: float | str = RESOLUTION_SHIFT
+    interval: tuple[float, float] = (0.0, 1.0)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shift, str) and self.shift != RESOLUTION_SHIFT:
+            raise ValueError(f"SamplingDefaults.shift: a number or {RESOLUTION_SHIFT!r}, got {self.shift!r}")
+        if not isinstance(self.shift, str) and not self.shift > 0:
+            raise ValueError(f"SamplingDefaults.shift must be positive, got {self.shift}")
+        lo, hi = self.interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"SamplingDefaults.interval must satisfy 0 <= lo <= hi <= 1, got {self.interval}")
+
+    def grid_shift(self, shape: tuple[int, int, int]) -> float:
+        """The grid shift ``s`` for latents of ``shape`` ``(C, h, w)``."""
+        if self.shift == RESOLUTION_SHIFT:
+            return timestep_shift(shape[1], shape[2], shape[0])
+        return float(self.shift)
 
 
 @dataclass(frozen=True)
@@ -38,6 +77,7 @@ class GeneratorFamily:
     prediction: str            # "velocity" or "epsilon"
     official: dict[str, str] = field(default_factory=dict)  # official builder name -> rectok size
     description: str = ""
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)  # the official time grid and interval
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rectok_core.models.generators.base import GeneratorFamily, register_generator
+from rectok_core.models.generators.base import RESOLUTION_SHIFT, GeneratorFamily, SamplingDefaults, register_generator
 from rectok_core.models.generators.sit import (
     AdaLNConfig,
     AdaLNTransformer,
@@ -62,4 +62,6 @@ DIT = register_generator(GeneratorFamily(
     official={"DiT_base": "b", "DiT_large": "l", "DiT_xl": "xl", "DiT_huge": "h"},
     description="DiT: adaLN-Zero transformer trained with Gaussian diffusion, noise prediction "
                 "(official DiT_models)",
+    sampling=SamplingDefaults(RESOLUTION_SHIFT, (0.0, 1.0), "official DiT: its ddpm sampler (own respacing, no "
+                                                            "time grid), guidance at every step"),
 ))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rectok_core.models.generators.base import GeneratorFamily, register_generator
+from rectok_core.models.generators.base import GeneratorFamily, SamplingDefaults, register_generator
 from rectok_core.models.generators.sit import (
     AdaLNConfig,
     AdaLNTransformer,
@@ -83,6 +83,9 @@ LIGHTNINGDIT = register_generator(GeneratorFamily(
     prediction="velocity",
     official={"LightningDiT_base": "b", "LightningDiT_large": "l", "LightningDiT_xl": "xl",
               "LightningDiT_huge": "h"},
-    description="LightningDiT: SwiGLU, RoPE, RMSNorm transformer, log-normal t + cosine loss "
+    description="LightningDiT: SwiGLU, RoPE, RMSNorm transformer, log-normal t, MSE (+ cosine loss: --objective "
+                "flow-lognorm-cosine) "
                 "(official LightningDiT_models)",
+    sampling=SamplingDefaults(1 / 0.3, (0.1, 1.0), "official LightningDiT: timestep_shift 0.3 (rectok shift "
+                                                   "1/0.3), guidance only where t >= 0.10"),
 ))

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rectok_core.models.dit import LabelEmbedder, PatchEmbed, RoPE2D, modulate, sincos_pos_embed_2d
-from rectok_core.models.generators.base import ClassConditional, GeneratorFamily, register_generator
+from rectok_core.models.generators.base import ClassConditional, GeneratorFamily, SamplingDefaults, register_generator
 from rectok_core.models.layers import SwiGLU, apply_rope
 
 #: Official ``SIZE_DICT`` shapes (``models/model_utils.py``) under rectok size names, plus CPU sizes.
@@ -353,4 +353,6 @@ SIT = register_generator(GeneratorFamily(
     official={"SiT_small": "s", "SiT_base": "b", "SiT_large": "l", "SiT_xl": "xl"},
     description="SiT: DiT transformer (adaLN-Zero, sin-cos positions) trained on the linear flow "
                 "(official SiT_models)",
+    sampling=SamplingDefaults(1.0, (0.0, 1.0), "official SiT: uniform grid, guidance at every t (its default "
+                                               "integrator, dopri5, is not in rectok: euler/heun)"),
 ))
