@@ -11,7 +11,7 @@ from rich.table import Table
 from rectok_core.data.config import CacheLatentsConfig
 from rectok_core.metrics.config import EvalSamplesConfig, FidStatsConfig
 from rectok_core.sampling.config import SampleConfig
-from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 
 from .app import app, user_errors
 from .options import TOKENIZER_ARG, argument, make_config, split_overrides, with_config_options

@@ -42,14 +42,8 @@ from rectok_core.interop.official_generators import detect_family, import_genera
 from rectok_core.interop.stats import compute_or_read_stats, read_classes
 from rectok_core.models.dit import DIT_PRESETS, DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    FINETUNE_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    FinetuneConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import FINETUNE_PRESETS, TOKENIZER_PRESETS, FinetuneConfig, TokenizerTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.utils import checkpoint, files
 
 logger = logging.getLogger(__name__)

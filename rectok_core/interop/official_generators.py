@@ -25,7 +25,7 @@ from rectok_core.config import build_config, to_dict
 from rectok_core.errors import CheckpointError, RectokError
 from rectok_core.interop.stats import compute_or_read_stats, read_classes
 from rectok_core.models.generators import GENERATORS, generator_from_config
-from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.utils import checkpoint
 
 #: The families this importer handles (their official classes share the ``models/layers.py`` transformer).

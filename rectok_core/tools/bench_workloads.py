@@ -20,15 +20,9 @@ from rectok_core.models.generators import GENERATORS, build_generator, parse_mod
 from rectok_core.models.tokenizer import RecTok, count_params
 from rectok_core.sampling.folder import SampleConfig
 from rectok_core.sampling.generate import RowPadded, build_velocity, decode_latents
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    FINETUNE_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    FinetuneConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import FINETUNE_PRESETS, TOKENIZER_PRESETS, FinetuneConfig, TokenizerTrainConfig
 from rectok_core.training.dit import build_dit_trainer
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.engine import StepRandom, optimizer_impl
 from rectok_core.training.tokenizer import build_teacher_for, build_trainer
 from rectok_core.utils.runtime import autocast, maybe_compile

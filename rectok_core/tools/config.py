@@ -9,7 +9,8 @@ from typing import Any
 from rectok_core.config import device_option, device_spec, opt, positive, precision_option
 from rectok_core.errors import RectokError
 from rectok_core.models.generators import GENERATORS, model_names, parse_model_name
-from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS
+from rectok_core.training.config import TOKENIZER_PRESETS
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS
 from rectok_core.utils.runtime import PRECISIONS
 
 WORKLOADS: dict[str, str] = {

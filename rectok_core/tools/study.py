@@ -41,7 +41,8 @@ from rectok_core.errors import RectokError
 from rectok_core.metrics.config import EvalConfig, EvalSamplesConfig, FidStatsConfig, ProbeConfig
 from rectok_core.sampling.config import SampleConfig
 from rectok_core.teachers import available_teachers, teacher_help
-from rectok_core.training.config import DiTTrainConfig, FinetuneConfig, TokenizerTrainConfig
+from rectok_core.training.config import FinetuneConfig, TokenizerTrainConfig
+from rectok_core.training.dit_config import DiTTrainConfig
 from rectok_core.utils.files import write_text_atomic
 
 FORMAT = "rectok.study"

@@ -43,7 +43,7 @@ from rectok_core.flow.objectives import OBJECTIVES
 from rectok_core.models.generators import GENERATORS, build_generator, generator_patch_size
 from rectok_core.models.tokenizer import RecTok
 from rectok_core.sampling.generate import preview_rows
-from rectok_core.training.config import DiTOptimConfig, DiTTrainConfig
+from rectok_core.training.dit_config import DiTOptimConfig, DiTTrainConfig
 from rectok_core.training.dit_eval import build_dit_evaluator, resolve_dit_eval_every
 from rectok_core.training.engine import EMA, StepRandom, adamw, hold_then_linear, optimizer_impl, param_groups
 from rectok_core.training.init import LABEL_RULE, dit_init, open_dit_init, resume_source

@@ -33,15 +33,8 @@ from rectok_core.data.files import KEYWORD_SPECS, absolute_spec
 from rectok_core.errors import RectokError
 from rectok_core.metrics.config import ProbeConfig
 from rectok_core.models.tokenizer import TokenizerModelConfig
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    FINETUNE_INITS,
-    FINETUNE_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    FinetuneConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import FINETUNE_INITS, FINETUNE_PRESETS, TOKENIZER_PRESETS, FinetuneConfig, TokenizerTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.init import open_resume_from
 from rectok_core.training.rundir import RunDir
 

@@ -21,14 +21,8 @@ from conftest import make_image_folder
 from rectok_core.config import build_config
 from rectok_core.data.latent_stats import LatentStats
 from rectok_core.training import engine
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    FINETUNE_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    FinetuneConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import FINETUNE_PRESETS, TOKENIZER_PRESETS, FinetuneConfig, TokenizerTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.engine import StepRandom
 from rectok_core.utils import runtime
 

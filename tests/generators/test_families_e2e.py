@@ -20,8 +20,9 @@ from rectok_core.checkpoints import load_dit, load_tokenizer, open_checkpoint
 from rectok_core.config import build_config, resume_config
 from rectok_core.data import latent_cache as latents
 from rectok_core.models.generators import GENERATORS
-from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import train_tokenizer
 from rectok_core.utils import distributed

@@ -21,7 +21,7 @@ from rectok_core.models.generators import (
     model_names,
     parse_model_name,
 )
-from rectok_core.training.config import DiTModelConfig
+from rectok_core.training.dit_config import DiTModelConfig
 
 FAMILIES = GENERATORS.names()
 

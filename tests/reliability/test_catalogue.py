@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from rectok_cli.main import app
 from rectok_core.checkpoints import open_checkpoint
 from rectok_core.config import build_config
-from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.tokenizer import train_tokenizer
 from rectok_core.utils import checkpoint
 

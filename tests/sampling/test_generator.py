@@ -25,13 +25,9 @@ from rectok_core.flow.transport import time_grid
 from rectok_core.models.dit import build_dit
 from rectok_core.sampling import folder as sampling
 from rectok_core.sampling import generate
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.engine import NonFiniteLoss
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import train_tokenizer

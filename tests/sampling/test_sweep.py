@@ -20,8 +20,9 @@ from rectok_core.metrics.fid import save_stats
 from rectok_core.models.inception import FEATURE_DIM
 from rectok_core.sampling.sweep import sweep
 from rectok_core.sampling.sweep_config import SweepConfig
-from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.tokenizer import train_tokenizer
 from rectok_core.utils import checkpoint
 

@@ -134,7 +134,7 @@ def test_help_lists_every_workload():
 def test_every_dit_size_has_a_default_guide():
     from rectok_core.models.dit import DIT_PRESETS
     from rectok_core.tools.bench_workloads import GUIDE_FOR
-    from rectok_core.training.config import DIT_SIZES
+    from rectok_core.training.dit_config import DIT_SIZES
 
     assert set(GUIDE_FOR) == set(DIT_SIZES) == set(DIT_PRESETS)
     assert all(g in DIT_PRESETS for g in GUIDE_FOR.values())

@@ -17,8 +17,9 @@ from rectok_core.models.inception import FEATURE_DIM, InceptionFeatures
 from rectok_core.sampling.config import SampleConfig
 from rectok_core.sampling.folder import sample
 from rectok_core.training import dit_eval
-from rectok_core.training.config import DIT_TRAIN_PRESETS, TOKENIZER_PRESETS, DiTTrainConfig, TokenizerTrainConfig
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import train_dit
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import train_tokenizer
 from rectok_core.utils import distributed

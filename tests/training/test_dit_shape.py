@@ -11,7 +11,7 @@ from rectok_core.config import build_config, from_dict, resume_config, to_dict
 from rectok_core.errors import RectokError
 from rectok_core.models.config import DIT_PRESETS
 from rectok_core.models.dit import build_dit
-from rectok_core.training.config import DIT_SHAPE, DIT_TRAIN_PRESETS, DiTTrainConfig, dit_shape
+from rectok_core.training.dit_config import DIT_SHAPE, DIT_TRAIN_PRESETS, DiTTrainConfig, dit_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

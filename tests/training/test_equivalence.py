@@ -28,13 +28,9 @@ from rectok_core.data.latent_stats import LatentStats
 from rectok_core.flow.noise import sample_noise_level, shift_time
 from rectok_core.losses.perceptual import LPIPS, PerceptualLoss
 from rectok_core.models.tokenizer import random_masking
-from rectok_core.training.config import (
-    DIT_TRAIN_PRESETS,
-    TOKENIZER_PRESETS,
-    DiTTrainConfig,
-    TokenizerTrainConfig,
-)
+from rectok_core.training.config import TOKENIZER_PRESETS, TokenizerTrainConfig
 from rectok_core.training.dit import build_dit_trainer
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 from rectok_core.training.engine import StepRandom, param_groups
 from rectok_core.training.rundir import read_metrics
 from rectok_core.training.tokenizer import (

@@ -6,7 +6,7 @@ import pytest
 
 from rectok_core.config import build_config, resume_config, to_dict
 from rectok_core.errors import RectokError
-from rectok_core.training.config import DIT_TRAIN_PRESETS, DiTTrainConfig
+from rectok_core.training.dit_config import DIT_TRAIN_PRESETS, DiTTrainConfig
 
 
 def test_dit_evaluation_settings_change_on_resume_and_training_ones_do_not():

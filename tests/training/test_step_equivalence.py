@@ -37,8 +37,9 @@ from rectok_core.losses.tokenizer import DiscriminatorLoss
 from rectok_core.models.discriminator import NLayerDiscriminator
 from rectok_core.models.dit import DiTConfig, DiTDH
 from rectok_core.models.tokenizer import RecTok, TokenizerModelConfig
-from rectok_core.training.config import DiTOptimConfig, OptimConfig, TokenizerLossConfig
+from rectok_core.training.config import OptimConfig, TokenizerLossConfig
 from rectok_core.training.dit import DiTTrainer
+from rectok_core.training.dit_config import DiTOptimConfig
 from rectok_core.training.engine import (
     EMA,
     StepRandom,
