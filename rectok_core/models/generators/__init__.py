@@ -121,9 +121,9 @@ def family_of_config(config: Any) -> str:
 
 
 def family_of_model(model: Any) -> str:
-    """The family name of a built network (by its class)."""
+    """The family name of a built network (by its exact class: a family may subclass another's network)."""
     for family in GENERATORS.values():
-        if isinstance(model, family.model_class):
+        if type(model) is family.model_class:
             return family.name
     raise RectokError(f"{type(model).__name__} is not a registered generator family's network")
 
