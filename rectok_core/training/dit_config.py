@@ -192,8 +192,8 @@ class DiTEvalConfig:
 class DiTTrainConfig:
     """``rectok train-dit``: a class-conditional DiT^DH on a tokenizer's latents (flow matching, recipe §4)."""
     preset: str = opt("XL", "named preset: the DiT^DH size and its recipe (sets the defaults of every other option)")
-    init: str = opt("", INIT_HELP + "a DiT^DH (train-dit or imported) of the same architecture; label rows by class "
-                    "name, new classes fresh, the null row kept")
+    init: str = opt("", INIT_HELP + "a generator (train-dit or imported) of the same family and architecture; "
+                    "label rows by class name, new classes fresh, the null row kept")
     model: DiTModelConfig = section(DiTModelConfig)
     latents: DiTLatentConfig = section(DiTLatentConfig)
     run: RunConfig = section(RunConfig, batch_size=64, epochs=800.0, log_every=100, ckpt_every=1250,
