@@ -43,6 +43,7 @@ register_generator(GeneratorFamily(name="toy", model_class=Toy, config_class=Toy
 def test_a_new_family_is_one_module_and_one_line(tmp_path, monkeypatch):
     (tmp_path / "toy_generator.py").write_text(textwrap.dedent(TOY_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
+    GENERATORS.values()  # every declared family registered now, so the registry restored below still holds them
     for attr in ("_entries", "_modules", "_about"):  # the registry as it was, after this test
         monkeypatch.setattr(GENERATORS, attr, dict(getattr(GENERATORS, attr)))
 
