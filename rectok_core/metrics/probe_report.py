@@ -8,7 +8,8 @@ import numpy as np
 
 from rectok_core.metrics.probe_run import ProbeReport
 from rectok_core.training.logging import log_figure_to_run
-from rectok_core.utils.files import atomic_open, claim_output_dir, write_json_atomic
+from rectok_core.utils.files import claim_output_dir, write_json_atomic
+from rectok_core.utils.plots import pyplot, save_figure
 
 
 def write_json(report: ProbeReport, path: str | Path) -> Path:
@@ -18,10 +19,7 @@ def write_json(report: ProbeReport, path: str | Path) -> Path:
 
 def _figure(report: ProbeReport, checkpoints: list) -> Any:
     """Top-1 val accuracy against t: one line per checkpoint, the teacher as a horizontal line, chance dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for c in checkpoints:
@@ -44,23 +42,12 @@ def _figure(report: ProbeReport, checkpoints: list) -> Any:
 
 def plot_report(report: ProbeReport, path: str | Path) -> Path:
     """The figure of every checkpoint of ``report`` as a PNG at ``path``."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = _figure(report, report.checkpoints)
-    try:
-        with atomic_open(path, "wb") as f:  # never a half-written figure
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(_figure(report, report.checkpoints), path)
 
 
 def figure_array(report: ProbeReport, index: int) -> np.ndarray:
     """The figure of checkpoint ``index`` alone (with the teacher and chance lines), as an (H, W, 3) uint8 array."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig = _figure(report, [report.checkpoints[index]])
     try:
         fig.canvas.draw()

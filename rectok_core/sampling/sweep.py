@@ -32,7 +32,8 @@ from rectok_core.sampling.config import SampleConfig
 from rectok_core.sampling.folder import sample_in_group as sample_into
 from rectok_core.sampling.sweep_config import SweepConfig, scale_folder
 from rectok_core.utils import distributed
-from rectok_core.utils.files import atomic_open, file_sha256, write_json_atomic, write_text_atomic
+from rectok_core.utils.files import file_sha256, write_json_atomic, write_text_atomic
+from rectok_core.utils.plots import pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -195,10 +196,7 @@ def table_markdown(rows: list[SweepRow], best: SweepRow, final: SweepRow | None)
 
 def plot(rows: list[SweepRow], best: SweepRow, title: str, path: Path) -> Path:
     """FID against the scale (and the IS on a second axis when known), the best scale marked."""
-    import matplotlib  # lazy: plotting is the only use
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pts = sorted(rows, key=lambda r: r.scale)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
@@ -220,13 +218,7 @@ def plot(rows: list[SweepRow], best: SweepRow, title: str, path: Path) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_open(path, "wb") as f:  # never a half-written figure
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_outputs(cfg: SweepConfig, dit_ckpt: str, rows: list[SweepRow], best: SweepRow, final: SweepRow | None,

@@ -12,6 +12,7 @@ from typing import Any
 from rectok_core.config import to_dict
 from rectok_core.tools.study import FORMAT, VERSION, Layout, StudyConfig, arms, dim_arms
 from rectok_core.utils.files import atomic_open, write_text_atomic
+from rectok_core.utils.plots import pyplot
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,10 +170,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def plot_dims(result: dict[str, Any], cfg: StudyConfig, path: str | os.PathLike[str]) -> Path | None:
     """Arm 5: rFID, PSNR and probe top-1 (t = 0 and t = 0.5) against the latent dim."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [a.name for a in dim_arms(cfg)]
     rows = [r for n in names for r in result["arms"] if r["arm"] == n]

@@ -40,7 +40,8 @@ from rectok_core.models.inception_weights import resolve_inception_weights
 from rectok_core.training.rundir import RunDir, read_metrics
 from rectok_core.utils import distributed
 from rectok_core.utils.env import default_workers
-from rectok_core.utils.files import atomic_open, file_sha256
+from rectok_core.utils.files import file_sha256
+from rectok_core.utils.plots import pyplot, save_figure
 from rectok_core.utils.runtime import resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,7 @@ def draw_eval_curves(metrics_path: str | Path, out: str | Path) -> Path | None:
     records = eval_records(metrics_path)
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     names: dict[str, list[str]] = {}
@@ -219,13 +217,7 @@ def draw_eval_curves(metrics_path: str | Path, out: str | Path) -> Path | None:
     last = records[-1]["step"]
     fig.suptitle(f"evaluation during training ({len(records)} evaluations, last at step {last})")
     fig.tight_layout()
-    out = Path(out)
-    try:
-        with atomic_open(out, "wb") as f:  # never a half-written figure
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 # ---------------------------------------------------------------------------------------------------------
